@@ -1,0 +1,56 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/mutate"
+)
+
+func newServeCommand() *cobra.Command {
+	var (
+		opts       mutate.Options
+		configPath string
+		zapOpts    zap.Options
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the admission webhook server (the default)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+			cfg, err := inject.LoadConfig(configPath)
+			if err != nil {
+				return err
+			}
+			opts.Config = cfg
+			restCfg, err := ctrl.GetConfig()
+			if err != nil {
+				return fmt.Errorf("serve: kubernetes client configuration: %w", err)
+			}
+			srv, err := mutate.NewServer(restCfg, opts)
+			if err != nil {
+				return err
+			}
+			ctrl.Log.Info("starting", "version", inject.Version, "port", opts.Port,
+				"istioImage", cfg.Image(), "configHash", cfg.SidecarHash())
+			return srv.Start(ctrl.SetupSignalHandler())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Host, "host", "", "address the HTTPS server listens on (all when empty)")
+	f.IntVar(&opts.Port, "port", 9443, "port the HTTPS server listens on")
+	f.StringVar(&opts.CertDir, "cert-dir", "/etc/webhook/certs", "directory with tls.crt and tls.key, reloaded when they change")
+	f.StringVar(&configPath, "config", "", "configuration file (defaults apply when empty)")
+	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "Prometheus metrics listener; 0 disables it")
+	f.StringVar(&opts.HealthAddr, "health-probe-bind-address", ":8081", "/healthz and /readyz listener; 0 disables it")
+	logFlags := flag.NewFlagSet("log", flag.ContinueOnError)
+	zapOpts.BindFlags(logFlags)
+	f.AddGoFlagSet(logFlags)
+	return cmd
+}

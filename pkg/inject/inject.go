@@ -1,0 +1,301 @@
+// Package inject decides whether an Emissary Deployment gets the istio-proxy sidecar of the
+// Emissary + Istio integration, and renders it. Everything here is a pure function of the
+// object and the Config; the admission handlers and the offline CLI share it.
+package inject
+
+import (
+	"fmt"
+	"path"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+)
+
+// Version is the injector's version, recorded in the status annotation. main sets it with
+// -ldflags "-X github.com/emissary-istio/emissary-istio-webhook/pkg/inject.Version=…".
+var Version = "dev"
+
+// Action is what Deployment did.
+type Action string
+
+const (
+	Injected Action = "injected"   // template changed (first injection, re-render, or removal)
+	UpToDate Action = "up-to-date" // already injected with this config: nothing to change
+	Skipped  Action = "skipped"    // not touched at all
+)
+
+// Reasons are stable, low-cardinality strings for metric labels and log lines.
+const (
+	ReasonInjected           = "injected"
+	ReasonUpToDate           = "up-to-date"
+	ReasonNotEmissary        = "not-emissary"
+	ReasonOptOut             = "opt-out"
+	ReasonHandWrittenSidecar = "hand-written-sidecar"
+	ReasonContainerNotFound  = "container-not-found" // opt-in names a missing container, or no usable container
+)
+
+// Result says what Deployment did and why.
+type Result struct {
+	Action    Action   `json:"action"`
+	Reason    string   `json:"reason"`
+	Container string   `json:"container,omitempty"` // the Emissary container, when found
+	Message   string   `json:"message"`             // one sentence: what was done and why
+	Warnings  []string `json:"warnings,omitempty"`  // for the user (kubectl prints them)
+}
+
+// Changed reports whether the pod template was modified.
+func (r Result) Changed() bool { return r.Action == Injected }
+
+// Deployment applies the injection to d in place and says what happened.
+//
+// It strips what the status annotation names, decides with Detect, injects again with cfg and
+// compares with the input: Injected iff the template differs semantically (API-server
+// defaults and the injector version alone do not count), otherwise d is left exactly as it was.
+// So re-applying the same YAML is a no-op and a config change re-renders.
+//
+// A template that carries our status but must not be injected any more (opted out, no longer
+// an Emissary Deployment, container gone) has the injection removed: Action Injected with the
+// skip reason, so that opting out after injection cleans up. A hand-written istio-proxy is
+// never touched.
+//
+// cfg must come from DefaultConfig, ParseConfig or LoadConfig; nil means DefaultConfig().
+func Deployment(d *appsv1.Deployment, cfg *Config) Result {
+	if d == nil {
+		return Result{Action: Skipped, Reason: ReasonNotEmissary, Message: "no Deployment given"}
+	}
+	if cfg == nil {
+		cfg = DefaultConfig()
+	}
+	ref := "Deployment " + objectRef(d)
+	var res Result
+	warn := func(msgs ...string) {
+		for _, m := range msgs {
+			res.Warnings = append(res.Warnings, ref+": "+m)
+		}
+	}
+
+	work := d.DeepCopy()
+	old, err := Strip(&work.Spec.Template)
+	if err != nil {
+		warn(fmt.Sprintf("ignoring %v; treating the pod template as never injected", err))
+	}
+	det := Detect(work)
+	res.Container = det.Container
+	warn(det.Warnings...)
+
+	if det.Reason == ReasonHandWrittenSidecar || (!det.Inject() && old == nil) {
+		switch det.Reason {
+		case ReasonHandWrittenSidecar:
+			warn("left unchanged: " + det.Why + "; remove it to let the injector manage the sidecar")
+		case ReasonContainerNotFound: // the user asked for injection and did not get it
+			warn("not injected: " + det.Why)
+		}
+		res.Action, res.Reason = Skipped, det.Reason
+		res.Message = fmt.Sprintf("%s not injected: %s", ref, det.Why)
+		return res
+	}
+	if !det.Inject() { // injected before, not any more: remove it for good
+		work = d.DeepCopy()
+		for _, v := range strip(&work.Spec.Template, old, true) {
+			warn(fmt.Sprintf("kept volume %q that the injector added, because a container still mounts it", v))
+		}
+		d.Spec.Template = work.Spec.Template
+		res.Action, res.Reason = Injected, det.Reason
+		res.Message = fmt.Sprintf("removed %s from %s: %s", ProxyContainerName, ref, det.Why)
+		return res
+	}
+
+	st, warnings, err := Inject(&work.Spec.Template, det.Container, serviceName(d), cfg)
+	warn(warnings...)
+	if err != nil { // unreachable after Detect; reported rather than panicking
+		res.Action, res.Reason, res.Message = Skipped, ReasonContainerNotFound, fmt.Sprintf("%s not injected: %v", ref, err)
+		return res
+	}
+	image := cfg.Image()
+	switch {
+	case sameTemplate(&d.Spec.Template, &work.Spec.Template, old, st):
+		res.Action, res.Reason = UpToDate, ReasonUpToDate
+		res.Message = fmt.Sprintf("%s (%s) in %s is up to date", ProxyContainerName, image, ref)
+	case old == nil:
+		res.Action, res.Reason = Injected, ReasonInjected
+		res.Message = fmt.Sprintf("injected %s (%s) into %s for container %q", ProxyContainerName, image, ref, det.Container)
+	default:
+		res.Action, res.Reason = Injected, ReasonInjected
+		res.Message = fmt.Sprintf("updated %s (%s) in %s for container %q to the current configuration", ProxyContainerName, image, ref, det.Container)
+	}
+	if res.Changed() {
+		d.Spec.Template = work.Spec.Template
+	}
+	return res
+}
+
+// sameTemplate compares semantically, with API-server defaults applied to both sides. A status
+// that differs only in the injector version counts as equal: upgrading the webhook must not
+// restart every Emissary pod on the next apply.
+func sameTemplate(before, after *corev1.PodTemplateSpec, old, cur *Status) bool {
+	if old != nil && old.Version != cur.Version {
+		after = after.DeepCopy()
+		s := *cur
+		s.Version = old.Version
+		after.Annotations[AnnotationStatus] = s.String()
+	}
+	return equality.Semantic.DeepEqual(withServerDefaults(before), withServerDefaults(after))
+}
+
+// Inject adds the sidecar, the volumes, the Emissary container's env and mount and the pod
+// annotation to t, which must not carry an earlier injection (Strip it first). deployment
+// names the Deployment (it goes into --serviceCluster). It returns the status it recorded on t
+// and warnings about conflicts.
+//
+// Conflicts: when the user already has a volume of the same name, an env var of the same
+// name or a mount at the same path on the Emissary container, the user's entry wins: it is
+// not duplicated, not recorded in the status (so Strip never removes user data), and a
+// warning says so when it differs from what would have been injected. The seed's own YAML,
+// which carries the env vars and the mount on its aes container, therefore injects cleanly.
+func Inject(t *corev1.PodTemplateSpec, container, deployment string, cfg *Config) (*Status, []string, error) {
+	spec := &t.Spec
+	ci := indexContainer(spec.Containers, container)
+	if ci < 0 {
+		return nil, nil, fmt.Errorf("container %q does not exist", container)
+	}
+	if hasContainer(spec.Containers, ProxyContainerName) {
+		return nil, nil, fmt.Errorf("container %q already exists", ProxyContainerName)
+	}
+	st := &Status{Version: Version, ConfigHash: cfg.SidecarHash(), EmissaryContainer: container}
+	var warnings []string
+
+	for _, v := range ProxyVolumes() {
+		if i := indexVolume(spec.Volumes, v.Name); i >= 0 {
+			if !sameVolumeSource(spec.Volumes[i], v) {
+				warnings = append(warnings, fmt.Sprintf("volume %q already exists and differs from the one the sidecar expects; keeping yours", v.Name))
+			}
+			continue
+		}
+		spec.Volumes = append(spec.Volumes, v)
+		st.Volumes = append(st.Volumes, v.Name)
+	}
+
+	c := &spec.Containers[ci]
+	for _, e := range EmissaryEnv() {
+		if i := indexEnv(c.Env, e.Name); i >= 0 {
+			if u := c.Env[i]; u.ValueFrom != nil || u.Value != e.Value {
+				warnings = append(warnings, fmt.Sprintf("container %q sets %s to %s; keeping it (the injector would set %q)", container, e.Name, envValue(u), e.Value))
+			}
+			continue
+		}
+		c.Env = append(c.Env, e)
+		st.Env = append(st.Env, e.Name)
+	}
+	for _, m := range EmissaryMounts() {
+		if i := indexMount(c.VolumeMounts, m.MountPath); i >= 0 {
+			if u := c.VolumeMounts[i]; u.Name != m.Name || u.SubPath != "" || u.SubPathExpr != "" {
+				warnings = append(warnings, fmt.Sprintf("container %q mounts volume %q at %s; keeping it (the injector would mount %q)", container, u.Name, u.MountPath, m.Name))
+			}
+			continue
+		}
+		c.VolumeMounts = append(c.VolumeMounts, m)
+		st.Mounts = append(st.Mounts, m.MountPath)
+	}
+
+	// After the user's containers: the seed puts istio-proxy second, after aes.
+	spec.Containers = append(spec.Containers, ProxyContainer(cfg, deployment))
+	st.Containers = []string{ProxyContainerName}
+
+	// Istio must not inject its own proxy next to ours. A user value that already says no (in
+	// any spelling Istio accepts) is the user's and stays. One that would let Istio inject is
+	// the exception to "the user wins": it would break the pod, so it is overwritten, with a
+	// warning, and recorded so that Strip restores it.
+	if t.Annotations == nil {
+		t.Annotations = map[string]string{}
+	}
+	if v, ok := t.Annotations[AnnotationIstioInject]; !ok || istioWouldInject(v) {
+		if ok {
+			warnings = append(warnings, fmt.Sprintf("pod template annotation %s=%q replaced by \"false\": Istio's own sidecar would collide with %s", AnnotationIstioInject, v, ProxyContainerName))
+			st.Replaced = map[string]string{AnnotationIstioInject: v}
+		}
+		t.Annotations[AnnotationIstioInject] = "false"
+		st.Annotations = append(st.Annotations, AnnotationIstioInject)
+	}
+	if v, ok := t.Labels[LabelIstioInject]; ok && istioWouldInject(v) {
+		warnings = append(warnings, fmt.Sprintf("pod template label %s=%q makes Istio inject its own sidecar next to %s; remove the label", LabelIstioInject, v, ProxyContainerName))
+	}
+	t.Annotations[AnnotationStatus] = st.String()
+	return st, warnings, nil
+}
+
+// istioWouldInject mirrors Istio's reading of sidecar.istio.io/inject: these values (and an
+// empty one, which means the namespace default) may inject, anything else means no.
+func istioWouldInject(v string) bool {
+	switch strings.ToLower(v) {
+	case "", "y", "yes", "true", "on":
+		return true
+	}
+	return false
+}
+
+func sameVolumeSource(a, b corev1.Volume) bool {
+	defaultVolume(&a.VolumeSource)
+	defaultVolume(&b.VolumeSource)
+	return equality.Semantic.DeepEqual(a.VolumeSource, b.VolumeSource)
+}
+
+func envValue(e corev1.EnvVar) string {
+	if e.ValueFrom != nil {
+		return "a valueFrom reference"
+	}
+	return fmt.Sprintf("%q", e.Value)
+}
+
+func indexVolume(vs []corev1.Volume, name string) int {
+	for i := range vs {
+		if vs[i].Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func indexEnv(es []corev1.EnvVar, name string) int {
+	for i := range es {
+		if es[i].Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// indexMount matches mount paths as the kernel sees them: "/etc/istio-certs" and
+// "/etc/istio-certs/" are the same mount point.
+func indexMount(ms []corev1.VolumeMount, mountPath string) int {
+	for i := range ms {
+		if path.Clean(ms[i].MountPath) == path.Clean(mountPath) {
+			return i
+		}
+	}
+	return -1
+}
+
+func objectRef(d *appsv1.Deployment) string {
+	name := d.Name
+	if name == "" {
+		name = d.GenerateName + "*"
+	}
+	if d.Namespace == "" {
+		return name
+	}
+	return d.Namespace + "/" + name
+}
+
+// serviceName is the Deployment's name for --serviceCluster. A Deployment created with
+// generateName has no name yet at admission; its prefix is the stable part.
+func serviceName(d *appsv1.Deployment) string {
+	if d.Name != "" {
+		return d.Name
+	}
+	if p := strings.TrimRight(d.GenerateName, "-"); p != "" {
+		return p
+	}
+	return "emissary"
+}

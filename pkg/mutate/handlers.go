@@ -1,0 +1,131 @@
+package mutate
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
+)
+
+// Paths the handlers are served on; the MutatingWebhookConfiguration names them.
+const (
+	DeploymentPath = "/mutate-deployments"
+	MappingPath    = "/mutate-mappings"
+)
+
+// ConfigHolder holds the current configuration. Swapping it (a test, or a reload) affects the
+// next admission; each admission reads it once.
+type ConfigHolder struct{ p atomic.Pointer[inject.Config] }
+
+// NewConfigHolder returns a holder with cfg in it.
+func NewConfigHolder(cfg *inject.Config) *ConfigHolder {
+	h := &ConfigHolder{}
+	h.Store(cfg)
+	return h
+}
+
+// Load returns the current configuration.
+func (h *ConfigHolder) Load() *inject.Config { return h.p.Load() }
+
+// Store replaces the configuration.
+func (h *ConfigHolder) Store(cfg *inject.Config) { h.p.Store(cfg) }
+
+var deploymentKind = schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
+
+// DeploymentHandler injects the istio-proxy sidecar into Emissary Deployments by calling
+// inject.Deployment, the same function the offline `webhook inject` uses.
+type DeploymentHandler struct {
+	Config  *ConfigHolder
+	Metrics *Metrics
+}
+
+// Handle implements admission.Handler.
+func (h *DeploymentHandler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	start := time.Now()
+	if resp, done := h.precheck(req, start); done {
+		return resp
+	}
+	var d appsv1.Deployment
+	if err := json.Unmarshal(req.Object.Raw, &d); err != nil {
+		h.Metrics.failed(kindDeployment, "decode", start)
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("request.object is not a valid apps/v1 Deployment: %w", err))
+	}
+	if d.Namespace == "" {
+		d.Namespace = req.Namespace
+	}
+	hadVolumes := len(d.Spec.Template.Spec.Volumes) > 0
+
+	res := inject.Deployment(&d, h.Config.Load())
+	logf.FromContext(ctx).Info(res.Message, "kind", kindDeployment, "uid", req.UID,
+		"action", res.Action, "reason", res.Reason, "dryRun", isDryRun(req))
+
+	switch res.Action {
+	case inject.Injected:
+		h.Metrics.observe(kindDeployment, actionMutated, res.Reason, start)
+		resp := admission.Patched(res.Message, templatePatch(&d, hadVolumes)...)
+		resp.Warnings = append([]string{res.Message}, res.Warnings...)
+		return resp
+	case inject.UpToDate:
+		h.Metrics.observe(kindDeployment, actionUnchanged, res.Reason, start)
+	default:
+		h.Metrics.observe(kindDeployment, actionSkipped, res.Reason, start)
+	}
+	resp := admission.Allowed(res.Message)
+	resp.Warnings = res.Warnings
+	return resp
+}
+
+func (h *DeploymentHandler) precheck(req admission.Request, start time.Time) (admission.Response, bool) {
+	return precheck(req, deploymentKind, kindDeployment, h.Metrics, start)
+}
+
+// templatePatch replaces the three parts of the pod template that injection may change. It
+// writes them whole rather than diffing: the answer is a pure function of the result, and
+// its cost is one marshal of what changed, never a diff of the whole object.
+func templatePatch(d *appsv1.Deployment, hadVolumes bool) []jsonpatch.JsonPatchOperation {
+	t := &d.Spec.Template
+	ops := []jsonpatch.JsonPatchOperation{
+		{Operation: "add", Path: "/spec/template/metadata", Value: t.ObjectMeta},
+		{Operation: "add", Path: "/spec/template/spec/containers", Value: t.Spec.Containers},
+	}
+	switch {
+	case len(t.Spec.Volumes) > 0:
+		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "add", Path: "/spec/template/spec/volumes", Value: t.Spec.Volumes})
+	case hadVolumes:
+		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "remove", Path: "/spec/template/spec/volumes"})
+	}
+	return ops
+}
+
+// precheck answers what neither handler acts on: operations other than CREATE and UPDATE
+// (the webhook configuration never sends them, a hand-made request might) and objects of
+// another kind. Both are allowed unchanged, with a message saying why.
+func precheck(req admission.Request, want schema.GroupVersionKind, kind string, m *Metrics, start time.Time) (admission.Response, bool) {
+	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
+		m.observe(kind, actionSkipped, "operation", start)
+		return admission.Allowed(fmt.Sprintf("operation %s is not mutated", req.Operation)), true
+	}
+	got := schema.GroupVersionKind{Group: req.Kind.Group, Version: req.Kind.Version, Kind: req.Kind.Kind}
+	if got.Group != want.Group || got.Kind != want.Kind || (want.Version != "" && got.Version != want.Version) {
+		m.observe(kind, actionSkipped, "wrong-kind", start)
+		return admission.Allowed(fmt.Sprintf("this webhook handles %s, not %s", want, got)), true
+	}
+	if len(req.Object.Raw) == 0 {
+		m.failed(kind, "no-object", start)
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("request.object is empty: nothing to mutate")), true
+	}
+	return admission.Response{}, false
+}
+
+func isDryRun(req admission.Request) bool { return req.DryRun != nil && *req.DryRun }

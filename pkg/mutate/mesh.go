@@ -1,0 +1,74 @@
+package mutate
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// NamespaceLabels says what labels a namespace has; found is false when it does not exist.
+type NamespaceLabels interface {
+	NamespaceLabels(ctx context.Context, name string) (lbls map[string]string, found bool, err error)
+}
+
+// NamespaceCache reads namespace labels through a client.Reader backed by a metadata-only
+// informer (PartialObjectMetadata), so an admission costs no API call.
+type NamespaceCache struct {
+	Reader client.Reader
+}
+
+// NamespaceObject is the object the cache is asked for: metadata only, never the full
+// Namespace, which keeps the informer small with thousands of namespaces.
+func NamespaceObject() *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	return m
+}
+
+// NamespaceLabels implements NamespaceLabels.
+func (c NamespaceCache) NamespaceLabels(ctx context.Context, name string) (map[string]string, bool, error) {
+	ns := NamespaceObject()
+	if err := c.Reader.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	return ns.Labels, true, nil
+}
+
+// StaticNamespaces is a fixed set of namespaces and their labels, for the offline CLI.
+type StaticNamespaces map[string]map[string]string
+
+// NamespaceLabels implements NamespaceLabels.
+func (s StaticNamespaces) NamespaceLabels(_ context.Context, name string) (map[string]string, bool, error) {
+	l, ok := s[name]
+	return l, ok, nil
+}
+
+// MeshLookupFor turns a label source and the configured selectors into the question
+// DecideMapping asks. A lookup error counts as "namespace unknown" and is passed to onErr so
+// the caller can log it: the Mapping is then left alone rather than rejected.
+func MeshLookupFor(ctx context.Context, src NamespaceLabels, selectors []labels.Selector, onErr func(error)) MeshLookup {
+	return func(namespace string) (meshed, known bool) {
+		lbls, found, err := src.NamespaceLabels(ctx, namespace)
+		if err != nil {
+			onErr(err)
+			return false, false
+		}
+		if !found {
+			return false, false
+		}
+		set := labels.Set(lbls)
+		for _, sel := range selectors {
+			if sel.Matches(set) {
+				return true, true
+			}
+		}
+		return false, true
+	}
+}

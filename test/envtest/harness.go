@@ -1,0 +1,312 @@
+// Package envtest is the one harness every integration suite, the end-to-end kubectl tests
+// and `make demo` use: a real kube-apiserver and etcd (controller-runtime's envtest, with the
+// binaries `make envtest` builds from source), the project's own Mapping and TLSContext
+// CRDs, the webhook server running in-process on 127.0.0.1, registered through the shipped
+// MutatingWebhookConfiguration rewritten to a URL with a generated CA, and a kubeconfig file
+// for the real kubectl.
+package envtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	"github.com/emissary-istio/emissary-istio-webhook/certs"
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/mutate"
+)
+
+// Options change what Start brings up.
+type Options struct {
+	// Config is the webhook's configuration; nil means inject.DefaultConfig().
+	Config *inject.Config
+	// CRDDirs replaces the project's own test CRDs (test/envtest/crds).
+	CRDDirs []string
+	// NoWebhook starts only the control plane: no server, no registration.
+	NoWebhook bool
+	// Metrics for the in-process server; nil means a fresh unregistered set, so several
+	// environments in one process do not collide on the global registry.
+	Metrics *mutate.Metrics
+}
+
+// Env is a running control plane with the webhook registered.
+type Env struct {
+	Config      *rest.Config
+	Client      client.Client
+	Kubeconfig  string // admin kubeconfig for kubectl
+	KubectlPath string
+	Dir         string // scratch directory, removed by Stop
+
+	// Set unless Options.NoWebhook.
+	Server     *mutate.Server
+	WebhookURL string // https://127.0.0.1:PORT
+	CABundle   []byte
+	CertDir    string
+
+	control *crenvtest.Environment
+	stop    context.CancelFunc
+	stopped chan error
+}
+
+// RepoRoot is the directory holding the project's go.mod.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// AssetsDir is where kube-apiserver, etcd and kubectl are: $KUBEBUILDER_ASSETS as the
+// Makefile sets it, else the newest bin/k8s/<version> that has all three.
+func AssetsDir() (string, error) {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" && hasAssets(dir) {
+		return dir, nil
+	}
+	dirs, _ := filepath.Glob(filepath.Join(RepoRoot(), "bin", "k8s", "*"))
+	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
+	for _, dir := range dirs {
+		if hasAssets(dir) {
+			return dir, nil
+		}
+	}
+	return "", errors.New("envtest: kube-apiserver, etcd and kubectl not found; run `make envtest` (or `make test`, which builds them)")
+}
+
+func hasAssets(dir string) bool {
+	for _, name := range []string{"kube-apiserver", "etcd", "kubectl"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// Start brings up the control plane and, unless opts.NoWebhook, the webhook.
+func Start(opts Options) (_ *Env, err error) {
+	assets, err := AssetsDir()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "emissary-istio-envtest-")
+	if err != nil {
+		return nil, err
+	}
+	crdDirs := opts.CRDDirs
+	if crdDirs == nil {
+		crdDirs = []string{filepath.Join(RepoRoot(), "test", "envtest", "crds")}
+	}
+	e := &Env{
+		Dir:         dir,
+		KubectlPath: filepath.Join(assets, "kubectl"),
+		control: &crenvtest.Environment{
+			BinaryAssetsDirectory: assets,
+			CRDDirectoryPaths:     crdDirs,
+			ErrorIfCRDPathMissing: true,
+		},
+	}
+	defer func() {
+		if err != nil {
+			_ = e.Stop()
+		}
+	}()
+	if e.Config, err = e.control.Start(); err != nil {
+		return nil, fmt.Errorf("envtest: starting kube-apiserver and etcd: %w", err)
+	}
+	if e.Client, err = client.New(e.Config, client.Options{Scheme: clientgoscheme.Scheme}); err != nil {
+		return nil, err
+	}
+	if err := e.writeKubeconfig(); err != nil {
+		return nil, err
+	}
+	if opts.NoWebhook {
+		return e, nil
+	}
+	if err := e.startWebhook(opts); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *Env) writeKubeconfig() error {
+	admin, err := e.control.AddUser(crenvtest.User{Name: "envtest-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return fmt.Errorf("envtest: admin user: %w", err)
+	}
+	kc, err := admin.KubeConfig()
+	if err != nil {
+		return err
+	}
+	e.Kubeconfig = filepath.Join(e.Dir, "kubeconfig")
+	return os.WriteFile(e.Kubeconfig, kc, 0o600)
+}
+
+func (e *Env) startWebhook(opts Options) error {
+	cfg := opts.Config
+	if cfg == nil {
+		cfg = inject.DefaultConfig()
+	}
+	metrics := opts.Metrics
+	if metrics == nil {
+		metrics = mutate.NewMetrics(nil)
+	}
+	bundle, err := certs.Generate(certs.Options{Hosts: []string{"127.0.0.1", "localhost"}})
+	if err != nil {
+		return err
+	}
+	e.CertDir, e.CABundle = filepath.Join(e.Dir, "certs"), bundle.CACert
+	if err := bundle.WriteDir(e.CertDir); err != nil {
+		return err
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	e.WebhookURL = "https://127.0.0.1:" + strconv.Itoa(port)
+	e.Server, err = mutate.NewServer(e.Config, mutate.Options{
+		Host: "127.0.0.1", Port: port, CertDir: e.CertDir,
+		MetricsAddr: "0", HealthAddr: "0", Config: cfg, Metrics: metrics,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.stop, e.stopped = cancel, make(chan error, 1)
+	go func() { e.stopped <- e.Server.Start(ctx) }()
+	if err := e.Register(); err != nil {
+		return err
+	}
+	return e.WaitForWebhook(30 * time.Second)
+}
+
+// WebhookConfiguration is the shipped MutatingWebhookConfiguration
+// (manifests/base/mutatingwebhookconfiguration.yaml), pointed at url with caBundle instead
+// of the in-cluster Service, so every suite exercises the real selectors and matchConditions.
+func WebhookConfiguration(url string, caBundle []byte) (*admissionregistrationv1.MutatingWebhookConfiguration, error) {
+	raw, err := os.ReadFile(filepath.Join(RepoRoot(), "manifests", "base", "mutatingwebhookconfiguration.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := yaml.UnmarshalStrict(raw, mwc); err != nil {
+		return nil, fmt.Errorf("envtest: manifests/base/mutatingwebhookconfiguration.yaml: %w", err)
+	}
+	for i := range mwc.Webhooks {
+		cc := &mwc.Webhooks[i].ClientConfig
+		if cc.Service == nil || cc.Service.Path == nil {
+			return nil, fmt.Errorf("envtest: webhook %s has no service path to rewrite", mwc.Webhooks[i].Name)
+		}
+		u := url + *cc.Service.Path
+		cc.Service, cc.URL, cc.CABundle = nil, &u, caBundle
+	}
+	return mwc, nil
+}
+
+// Register creates (or replaces) the webhook configuration pointing at this Env's server.
+func (e *Env) Register() error {
+	mwc, err := WebhookConfiguration(e.WebhookURL, e.CABundle)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	existing := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := e.Client.Get(ctx, client.ObjectKeyFromObject(mwc), existing); err == nil {
+		mwc.ResourceVersion = existing.ResourceVersion
+		return e.Client.Update(ctx, mwc)
+	}
+	return e.Client.Create(ctx, mwc)
+}
+
+// WaitForWebhook returns once the API server calls the webhook: a server-side dry-run of an
+// Emissary Deployment comes back injected. (The API server picks up a new webhook
+// configuration asynchronously.)
+func (e *Env) WaitForWebhook(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		probe := ProbeDeployment()
+		lastErr = e.Client.Create(context.Background(), probe, client.DryRunAll)
+		if lastErr == nil && len(probe.Spec.Template.Spec.Containers) == 2 {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("envtest: webhook not called by the API server within %s (last error: %v)", timeout, lastErr)
+}
+
+// ProbeDeployment is a minimal Emissary Deployment in namespace default.
+func ProbeDeployment() *appsv1.Deployment {
+	labels := map[string]string{"app": "webhook-probe"}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "webhook-probe", Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "ambassador", Image: "docker.io/emissaryingress/emissary:3.10.0",
+				}}},
+			},
+		},
+	}
+}
+
+// Kubectl runs the real kubectl against this control plane. stdin may be nil.
+func (e *Env) Kubectl(stdin []byte, args ...string) (stdout, stderr string, err error) {
+	cmd := exec.Command(e.KubectlPath, append([]string{"--kubeconfig", e.Kubeconfig}, args...)...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("kubectl %v: %w: %s", args, err, errOut.String())
+	}
+	return out.String(), errOut.String(), err
+}
+
+// StopWebhook stops the in-process server, leaving the control plane and the registration.
+func (e *Env) StopWebhook() error {
+	if e.stop == nil {
+		return nil
+	}
+	e.stop()
+	e.stop = nil
+	return <-e.stopped
+}
+
+// Stop tears everything down.
+func (e *Env) Stop() error {
+	errs := []error{e.StopWebhook()}
+	if e.control != nil && e.Config != nil {
+		errs = append(errs, e.control.Stop())
+	}
+	errs = append(errs, os.RemoveAll(e.Dir))
+	return errors.Join(errs...)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
