@@ -209,7 +209,8 @@ func readDocuments(in io.Reader) ([]document, error) {
 }
 
 // marshalClean writes an object as YAML without the empty fields that typed encoding adds
-// and a user never wrote (status: {}, creationTimestamp: null).
+// and a user never wrote (status: {}, strategy: {}, resources: {}, creationTimestamp: null).
+// Only those: other empty objects (emptyDir: {}) mean something.
 func marshalClean(obj interface{}) ([]byte, error) {
 	j, err := yaml.Marshal(obj)
 	if err != nil {
@@ -228,7 +229,7 @@ func pruneGenerated(m map[string]interface{}) {
 		switch {
 		case k == "creationTimestamp" && v == nil:
 			delete(m, k)
-		case k == "status" && isEmptyMap(v):
+		case (k == "status" || k == "strategy" || k == "resources") && isEmptyMap(v):
 			delete(m, k)
 		default:
 			if sub, ok := v.(map[string]interface{}); ok {

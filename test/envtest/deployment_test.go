@@ -230,3 +230,28 @@ func mustRead(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// TestHandWrittenIntegrationLeftAlone: the seed's own YAML, with its hand-written
+// istio-proxy, is stored as applied, and kubectl shows why.
+func TestHandWrittenIntegrationLeftAlone(t *testing.T) {
+	ensureNamespace(t, "hand-written")
+	manifest := strings.ReplaceAll(mustRead(t, filepath.Join(RepoRoot(), "pkg", "inject", "testdata", "seed-hand-written.yaml")),
+		"namespace: ambassador", "namespace: hand-written")
+	_, stderr, err := env.Kubectl([]byte(manifest), "apply", "-f", "-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr, "hand-written integration") {
+		t.Errorf("kubectl showed no warning about the hand-written sidecar; stderr:\n%s", stderr)
+	}
+	d := getDeployment(t, "hand-written", "ambassador")
+	if n := countContainers(d, inject.ProxyContainerName); n != 1 {
+		t.Fatalf("%d istio-proxy containers, want the user's one", n)
+	}
+	if _, ok := d.Spec.Template.Annotations[inject.AnnotationStatus]; ok {
+		t.Error("the webhook recorded an injection it did not do")
+	}
+	if img := container(d, inject.ProxyContainerName).Image; img != "istio/proxyv2:{{ISTIO_VERSION}}" {
+		t.Errorf("the user's sidecar image was changed to %s", img)
+	}
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"sigs.k8s.io/yaml"
+
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// TestInjectStream: `webhook inject` on a mixed stream, with mesh status from a Namespace
+// document in the stream and from --meshed-namespaces. Golden: testdata/stream.golden.yaml
+// (stdout) and testdata/stream.golden.txt (stderr).
+func TestInjectStream(t *testing.T) {
+	cases := []struct {
+		name   string
+		meshed []string
+	}{
+		{"stream", nil},
+		{"stream-meshed-default", []string{"default"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			in, err := os.Open(filepath.Join("testdata", "stream.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Close()
+			var out, diag bytes.Buffer
+			if err := injectStream(context.Background(), in, &out, &diag, inject.DefaultConfig(), c.meshed, nil); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, filepath.Join("testdata", c.name+".golden.yaml"), out.Bytes())
+			golden(t, filepath.Join("testdata", c.name+".golden.txt"), diag.Bytes())
+			if !strings.Contains(out.String(), "  # a comment that must survive\n") {
+				t.Error("an untouched document was rewritten")
+			}
+		})
+	}
+}
+
+func golden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./cmd/webhook -update)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs; got:\n%s", path, got)
+	}
+}
+
+// TestInjectStreamErrors: bad input is a clear error naming the document, never a panic.
+func TestInjectStreamErrors(t *testing.T) {
+	cases := []struct{ name, in, want string }{
+		{"not YAML", "a: [", "document 1 is not valid YAML"},
+		{"unknown Deployment field", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  replicaz: 1\n", `document 1 (apps/v1 Deployment): error unmarshaling JSON: while decoding JSON: json: unknown field "replicaz"`},
+		{"second document broken", "apiVersion: v1\nkind: ConfigMap\n---\nkind: [\n", "document 2 is not valid YAML"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var out, diag bytes.Buffer
+			err := injectStream(context.Background(), strings.NewReader(c.in), &out, &diag, inject.DefaultConfig(), nil, nil)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestInjectMatchesSeed: `webhook inject` on the seed's Deployment without its istio-proxy
+// gives the seed's hand-written integration back, but for the documented corrections:
+// istiod instead of the removed istio-pilot, a real proxyv2 image for {{ISTIO_VERSION}},
+// proxy resources from the config, and the status annotation.
+func TestInjectMatchesSeed(t *testing.T) {
+	repo := filepath.Join("..", "..")
+	in, err := os.Open(filepath.Join(repo, "test", "envtest", "testdata", "seed-emissary.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	var out, diag bytes.Buffer
+	cfg := inject.DefaultConfig()
+	if err := injectStream(context.Background(), in, &out, &diag, cfg, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	var got, seed appsv1.Deployment
+	if err := yaml.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(repo, "pkg", "inject", "testdata", "seed-hand-written.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(bytes.TrimPrefix(raw[bytes.Index(raw, []byte("---")):], []byte("---")), &seed); err != nil {
+		t.Fatal(err)
+	}
+
+	// The documented corrections, applied to the seed.
+	seed.Spec.Template.Spec.Containers[0].Image = got.Spec.Template.Spec.Containers[0].Image // $version$
+	proxy := &seed.Spec.Template.Spec.Containers[1]
+	proxy.Image = cfg.Image()
+	for i, a := range proxy.Args {
+		if a == "istio-pilot.istio-system.svc:15012" {
+			proxy.Args[i] = "istiod.istio-system.svc:15012"
+		}
+	}
+	proxy.Resources = cfg.ProxyResources
+	seed.Spec.Template.Annotations[inject.AnnotationStatus] = got.Spec.Template.Annotations[inject.AnnotationStatus]
+
+	if !equality.Semantic.DeepEqual(byName(got.Spec.Template.Spec.Containers), byName(seed.Spec.Template.Spec.Containers)) {
+		t.Errorf("containers differ from the seed's:\ngot:  %+v\nseed: %+v", got.Spec.Template.Spec.Containers, seed.Spec.Template.Spec.Containers)
+	}
+	if !equality.Semantic.DeepEqual(volumesByName(got.Spec.Template.Spec.Volumes), volumesByName(seed.Spec.Template.Spec.Volumes)) {
+		t.Errorf("volumes differ from the seed's:\ngot:  %+v\nseed: %+v", got.Spec.Template.Spec.Volumes, seed.Spec.Template.Spec.Volumes)
+	}
+	if !equality.Semantic.DeepEqual(got.Spec.Template.Annotations, seed.Spec.Template.Annotations) {
+		t.Errorf("annotations %v, seed %v", got.Spec.Template.Annotations, seed.Spec.Template.Annotations)
+	}
+}
+
+func byName(cs []corev1.Container) map[string]corev1.Container {
+	m := map[string]corev1.Container{}
+	for _, c := range cs {
+		m[c.Name] = c
+	}
+	return m
+}
+
+func volumesByName(vs []corev1.Volume) map[string]corev1.Volume {
+	m := map[string]corev1.Volume{}
+	for _, v := range vs {
+		m[v.Name] = v
+	}
+	return m
+}
