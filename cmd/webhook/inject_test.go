@@ -3,11 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/emissary-istio/emissary-istio-webhook/test/golden"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -16,8 +17,6 @@ import (
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // TestInjectStream: `webhook inject` on a mixed stream, with mesh status from a Namespace
 // document in the stream and from --meshed-namespaces. Golden: testdata/stream.golden.yaml
@@ -41,29 +40,12 @@ func TestInjectStream(t *testing.T) {
 			if err := injectStream(context.Background(), in, &out, &diag, inject.DefaultConfig(), c.meshed, nil); err != nil {
 				t.Fatal(err)
 			}
-			golden(t, filepath.Join("testdata", c.name+".golden.yaml"), out.Bytes())
-			golden(t, filepath.Join("testdata", c.name+".golden.txt"), diag.Bytes())
+			golden.Assert(t, filepath.Join("testdata", c.name+".golden.yaml"), out.Bytes())
+			golden.Assert(t, filepath.Join("testdata", c.name+".golden.txt"), diag.Bytes())
 			if !strings.Contains(out.String(), "  # a comment that must survive\n") {
 				t.Error("an untouched document was rewritten")
 			}
 		})
-	}
-}
-
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./cmd/webhook -update)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs; got:\n%s", path, got)
 	}
 }
 

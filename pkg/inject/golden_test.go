@@ -3,7 +3,6 @@ package inject
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,12 +11,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/emissary-istio/emissary-istio-webhook/test/golden"
+
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"sigs.k8s.io/yaml"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 // Every testdata/<name>.yaml input must be listed here with the decision it must produce; the
 // full output is in <name>.golden.yaml and the Result in <name>.result.golden.txt. A
@@ -123,23 +122,6 @@ func resultText(r Result) []byte {
 	return b.Bytes()
 }
 
-func checkGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./pkg/inject -update)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (run go test ./pkg/inject -update and review the diff); got:\n%s", path, got)
-	}
-}
-
 func TestGolden(t *testing.T) {
 	var listed []string
 	for _, tc := range goldenCases {
@@ -174,8 +156,8 @@ func TestGolden(t *testing.T) {
 				t.Error("something outside spec.template was modified")
 			}
 
-			checkGolden(t, filepath.Join("testdata", tc.name+".golden.yaml"), toYAML(t, d))
-			checkGolden(t, filepath.Join("testdata", tc.name+".result.golden.txt"), resultText(res))
+			golden.Assert(t, filepath.Join("testdata", tc.name+".golden.yaml"), toYAML(t, d))
+			golden.Assert(t, filepath.Join("testdata", tc.name+".result.golden.txt"), resultText(res))
 		})
 	}
 }

@@ -1,13 +1,14 @@
 package mutate
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/emissary-istio/emissary-istio-webhook/test/golden"
 
 	"sigs.k8s.io/yaml"
 )
@@ -415,20 +416,7 @@ func TestMappingGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			goldenPath := strings.TrimSuffix(in, ".yaml") + ".golden.yaml"
-			if *update {
-				if err := os.WriteFile(goldenPath, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(goldenPath)
-			if err != nil {
-				t.Fatalf("%v (run go test -run TestMappingGolden -update)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatalf("%s differs (go test -update rewrites it):\n--- got\n%s\n--- want\n%s", goldenPath, got, want)
-			}
+			golden.Assert(t, strings.TrimSuffix(in, ".yaml")+".golden.yaml", got)
 		})
 	}
 }

@@ -1,6 +1,9 @@
 package envtest
 
 import (
+	// Accept -update like every test package, so that `go test ./... -update` runs.
+	_ "github.com/emissary-istio/emissary-istio-webhook/test/golden"
+
 	"fmt"
 	"os"
 	"testing"
