@@ -6,6 +6,7 @@ package certs
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -53,16 +54,7 @@ func Generate(opts Options) (*Bundle, error) {
 	if len(opts.Hosts) == 0 {
 		return nil, errors.New("certs: at least one host is required")
 	}
-	now := opts.Now
-	if now.IsZero() {
-		now = time.Now()
-	}
-	validity := opts.Validity
-	if validity == 0 {
-		validity = 365 * 24 * time.Hour
-	}
-	notBefore, notAfter := now.Add(-time.Minute), now.Add(validity)
-
+	notBefore, notAfter := opts.validity()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("certs: CA key: %w", err)
@@ -80,11 +72,29 @@ func Generate(opts Options) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("certs: CA certificate: %w", err)
 	}
-	caCert, err := x509.ParseCertificate(caDER)
+	caKeyPEM, err := keyPEM(caKey)
 	if err != nil {
-		return nil, fmt.Errorf("certs: CA certificate: %w", err)
+		return nil, err
 	}
+	ca := &Bundle{CACert: pemBlock("CERTIFICATE", caDER), CAKey: caKeyPEM}
+	return ca.Reissue(opts)
+}
 
+// Reissue makes a new serving key and certificate for opts.Hosts signed by b's CA, as
+// cert-manager's CA issuer does on renewal: the CA, and so every caBundle that trusts it,
+// stays the same. The validity is capped at the CA's.
+func (b *Bundle) Reissue(opts Options) (*Bundle, error) {
+	if len(opts.Hosts) == 0 {
+		return nil, errors.New("certs: at least one host is required")
+	}
+	caCert, caKey, err := b.parseCA()
+	if err != nil {
+		return nil, err
+	}
+	notBefore, notAfter := opts.validity()
+	if notAfter.After(caCert.NotAfter) {
+		notAfter = caCert.NotAfter
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("certs: serving key: %w", err)
@@ -108,21 +118,52 @@ func Generate(opts Options) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("certs: serving certificate: %w", err)
 	}
-	caKeyPEM, err := keyPEM(caKey)
-	if err != nil {
-		return nil, err
-	}
 	servingKeyPEM, err := keyPEM(key)
 	if err != nil {
 		return nil, err
 	}
 	return &Bundle{
-		CACert:   pemBlock("CERTIFICATE", caDER),
-		CAKey:    caKeyPEM,
+		CACert:   b.CACert,
+		CAKey:    b.CAKey,
 		CertPEM:  pemBlock("CERTIFICATE", der),
 		KeyPEM:   servingKeyPEM,
 		NotAfter: notAfter,
 	}, nil
+}
+
+// validity is the certificates' validity window: from a minute before opts.Now (clock skew)
+// for opts.Validity.
+func (opts Options) validity() (notBefore, notAfter time.Time) {
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	validity := opts.Validity
+	if validity == 0 {
+		validity = 365 * 24 * time.Hour
+	}
+	return now.Add(-time.Minute), now.Add(validity)
+}
+
+func (b *Bundle) parseCA() (*x509.Certificate, crypto.Signer, error) {
+	certBlock, _ := pem.Decode(b.CACert)
+	keyBlock, _ := pem.Decode(b.CAKey)
+	if certBlock == nil || keyBlock == nil {
+		return nil, nil, errors.New("certs: the bundle has no CA certificate and key to sign with")
+	}
+	cert, err := x509.ParseCertificate(certBlock.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certs: CA certificate: %w", err)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(keyBlock.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certs: CA key: %w", err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, nil, fmt.Errorf("certs: CA key of type %T cannot sign", key)
+	}
+	return cert, signer, nil
 }
 
 // WriteDir writes tls.crt, tls.key and ca.crt into dir (created if missing). The key is

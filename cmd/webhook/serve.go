@@ -17,6 +17,7 @@ func newServeCommand() *cobra.Command {
 		opts       mutate.Options
 		configPath string
 		zapOpts    zap.Options
+		selfSigned selfSignedOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -33,9 +34,21 @@ func newServeCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("serve: kubernetes client configuration: %w", err)
 			}
+			var keeper *caBundleKeeper
+			if selfSigned.enabled {
+				// Before the server: it reads the certificate directory when it starts.
+				if keeper, err = newCABundleKeeper(restCfg, selfSigned, opts.CertDir, ctrl.Log.WithName("self-signed")); err != nil {
+					return err
+				}
+			}
 			srv, err := mutate.NewServer(restCfg, opts)
 			if err != nil {
 				return err
+			}
+			if keeper != nil {
+				if err := keeper.addTo(srv.Manager); err != nil {
+					return err
+				}
 			}
 			ctrl.Log.Info("starting", "version", inject.Version, "port", opts.Port,
 				"istioImage", cfg.Image(), "configHash", cfg.SidecarHash())
@@ -49,6 +62,7 @@ func newServeCommand() *cobra.Command {
 	f.StringVar(&configPath, "config", "", "configuration file (defaults apply when empty)")
 	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "Prometheus metrics listener; 0 disables it")
 	f.StringVar(&opts.HealthAddr, "health-probe-bind-address", ":8081", "/healthz and /readyz listener; 0 disables it")
+	selfSigned.bindFlags(f)
 	logFlags := flag.NewFlagSet("log", flag.ContinueOnError)
 	zapOpts.BindFlags(logFlags)
 	f.AddGoFlagSet(logFlags)

@@ -6,6 +6,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -27,11 +29,17 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.WriteTo(logSink(*verbose))))
 
-	if err := run(*keep, *kubeconfigOut); err != nil {
+	switch err := run(*keep, *kubeconfigOut); {
+	case errors.Is(err, errInterrupted):
+		os.Exit(130) // the shell's code for "ended by Ctrl-C"
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
+
+// errInterrupted: Ctrl-C before the demo finished; everything was stopped.
+var errInterrupted = errors.New("interrupted")
 
 func logSink(verbose bool) *os.File {
 	if verbose {
@@ -42,12 +50,31 @@ func logSink(verbose bool) *os.File {
 }
 
 func run(keep bool, kubeconfigOut string) error {
+	// Catch Ctrl-C (and SIGTERM) from the start and until everything is stopped: kube-apiserver
+	// and etcd run in their own process group, so the terminal's SIGINT does not reach them,
+	// and a demo killed by it would leave them running. Signals during the shutdown are
+	// caught too, so pressing Ctrl-C again cannot cut it short.
+	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+
 	step("Starting kube-apiserver and etcd, and the webhook on 127.0.0.1")
 	env, err := envtest.Start(envtest.Options{})
 	if err != nil {
 		return err
 	}
-	defer env.Stop()
+	defer func() {
+		step("Stopping the webhook, kube-apiserver and etcd")
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "demo: stopping:", err)
+		}
+		if kubeconfigOut != "" {
+			_ = os.Remove(kubeconfigOut) // it points at a server that is gone
+		}
+		fmt.Println("   stopped")
+	}()
+	if ctx.Err() != nil {
+		return errInterrupted
+	}
 	fmt.Printf("   webhook registered at %s (%s, %s)\n", env.WebhookURL, "/mutate-deployments", "/mutate-mappings")
 
 	testdata := filepath.Join(envtest.RepoRoot(), "test", "envtest", "testdata")
@@ -64,11 +91,17 @@ func run(keep bool, kubeconfigOut string) error {
 		{"What the cluster stored: the Mapping", []string{"get", "mapping", "quote-backend", "-n", "default", "-o", "yaml"}},
 	}
 	for _, s := range steps {
+		if ctx.Err() != nil {
+			return errInterrupted
+		}
 		step(s.title)
 		fmt.Printf("   $ kubectl %s\n", strings.Replace(strings.Join(s.args, " "), deploymentSummary, "'<the injected parts>'", 1))
 		out, errOut, err := env.Kubectl(nil, s.args...)
 		printIndented(errOut)
 		printIndented(out)
+		if ctx.Err() != nil {
+			return errInterrupted // kubectl got the terminal's Ctrl-C too
+		}
 		if err != nil {
 			return err
 		}
@@ -88,11 +121,8 @@ func run(keep bool, kubeconfigOut string) error {
 		return nil
 	}
 	step("Running. Try: kubectl --kubeconfig " + kubeconfigOut + " get deployments -A   (Ctrl-C stops)")
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	<-sig
-	step("Stopping")
-	return nil
+	<-ctx.Done()
+	return nil // stopping is how `make run` ends: not an error
 }
 
 // deploymentSummary is a kubectl jsonpath that prints the parts the webhook writes.
