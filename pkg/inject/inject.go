@@ -4,9 +4,13 @@
 package inject
 
 import (
+	"bytes"
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -43,6 +47,9 @@ type Result struct {
 	Container string   `json:"container,omitempty"` // the Emissary container, when found
 	Message   string   `json:"message"`             // one sentence: what was done and why
 	Warnings  []string `json:"warnings,omitempty"`  // for the user (kubectl prints them)
+	// Status is what the template's status annotation records after an injection (Injected
+	// with ReasonInjected, or UpToDate); nil otherwise.
+	Status *Status `json:"-"`
 }
 
 // Changed reports whether the pod template was modified.
@@ -60,6 +67,11 @@ func (r Result) Changed() bool { return r.Action == Injected }
 // skip reason, so that opting out after injection cleans up. A hand-written istio-proxy is
 // never touched.
 //
+// A first injection (the template carries no status annotation) only adds: it appends to
+// spec.volumes, to the Emissary container's env and volumeMounts and to spec.containers
+// exactly the items the new status lists, in that order, and sets pod template annotations.
+// The admission handler relies on this to answer with a patch that appends.
+//
 // cfg must come from DefaultConfig, ParseConfig or LoadConfig; nil means DefaultConfig().
 func Deployment(d *appsv1.Deployment, cfg *Config) Result {
 	if d == nil {
@@ -76,10 +88,18 @@ func Deployment(d *appsv1.Deployment, cfg *Config) Result {
 		}
 	}
 
-	work := d.DeepCopy()
-	old, err := Strip(&work.Spec.Template)
+	old, err := ParseStatus(&d.Spec.Template)
 	if err != nil {
 		warn(fmt.Sprintf("ignoring %v; treating the pod template as never injected", err))
+	}
+	// work is what Detect and Inject see: d with the earlier injection stripped from a copy of
+	// its template (the only part strip and Inject touch). Without an earlier injection there
+	// is nothing to strip and no copy is made: Inject only appends to d, so its result is
+	// always a change and there is nothing to compare.
+	work := d
+	if old != nil {
+		work = &appsv1.Deployment{ObjectMeta: d.ObjectMeta, Spec: appsv1.DeploymentSpec{Template: *d.Spec.Template.DeepCopy()}}
+		strip(&work.Spec.Template, old, false)
 	}
 	det := Detect(work)
 	res.Container = det.Container
@@ -97,11 +117,11 @@ func Deployment(d *appsv1.Deployment, cfg *Config) Result {
 		return res
 	}
 	if !det.Inject() { // injected before, not any more: remove it for good
-		work = d.DeepCopy()
-		for _, v := range strip(&work.Spec.Template, old, true) {
+		t := d.Spec.Template.DeepCopy()
+		for _, v := range strip(t, old, true) {
 			warn(fmt.Sprintf("kept volume %q that the injector added, because a container still mounts it", v))
 		}
-		d.Spec.Template = work.Spec.Template
+		d.Spec.Template = *t
 		res.Action, res.Reason = Injected, det.Reason
 		res.Message = fmt.Sprintf("removed %s from %s: %s", ProxyContainerName, ref, det.Why)
 		return res
@@ -113,19 +133,18 @@ func Deployment(d *appsv1.Deployment, cfg *Config) Result {
 		res.Action, res.Reason, res.Message = Skipped, ReasonContainerNotFound, fmt.Sprintf("%s not injected: %v", ref, err)
 		return res
 	}
+	res.Status = st
 	image := cfg.Image()
 	switch {
+	case old == nil: // work is d: injected in place
+		res.Action, res.Reason = Injected, ReasonInjected
+		res.Message = fmt.Sprintf("injected %s (%s) into %s for container %q", ProxyContainerName, image, ref, det.Container)
 	case sameTemplate(&d.Spec.Template, &work.Spec.Template, old, st):
 		res.Action, res.Reason = UpToDate, ReasonUpToDate
 		res.Message = fmt.Sprintf("%s (%s) in %s is up to date", ProxyContainerName, image, ref)
-	case old == nil:
-		res.Action, res.Reason = Injected, ReasonInjected
-		res.Message = fmt.Sprintf("injected %s (%s) into %s for container %q", ProxyContainerName, image, ref, det.Container)
 	default:
 		res.Action, res.Reason = Injected, ReasonInjected
 		res.Message = fmt.Sprintf("updated %s (%s) in %s for container %q to the current configuration", ProxyContainerName, image, ref, det.Container)
-	}
-	if res.Changed() {
 		d.Spec.Template = work.Spec.Template
 	}
 	return res
@@ -134,14 +153,35 @@ func Deployment(d *appsv1.Deployment, cfg *Config) Result {
 // sameTemplate compares semantically, with API-server defaults applied to both sides. A status
 // that differs only in the injector version counts as equal: upgrading the webhook must not
 // restart every Emissary pod on the next apply.
+//
+// The common case, a re-apply of a stored Deployment, is decided first and cheaply: the stored
+// template already carries the server's defaults, so it encodes exactly like the defaulted
+// rendering, and before is neither copied nor compared field by field. That is sound because
+// defaulting is idempotent: before equal to defaulted(after) implies defaulted(before) equals it
+// too.
 func sameTemplate(before, after *corev1.PodTemplateSpec, old, cur *Status) bool {
+	b := withServerDefaults(after)
 	if old != nil && old.Version != cur.Version {
-		after = after.DeepCopy()
 		s := *cur
 		s.Version = old.Version
-		after.Annotations[AnnotationStatus] = s.String()
+		b.Annotations[AnnotationStatus] = s.String()
 	}
-	return equality.Semantic.DeepEqual(withServerDefaults(before), withServerDefaults(after))
+	if sameEncoding(before, b) {
+		return true
+	}
+	a := withServerDefaults(before)
+	return sameEncoding(a, b) || equality.Semantic.DeepEqual(a, b)
+}
+
+// sameEncoding is the fast path of a comparison: equal protobuf encodings mean equal
+// templates, because the generated encoding keeps every field and is deterministic (map keys
+// sorted, quantities in canonical form), and it costs a fraction of a reflective comparison.
+// The converse does not hold (1Gi and 1073741824 are equal quantities with different
+// encodings), so false only means "compare semantically".
+func sameEncoding(a, b *corev1.PodTemplateSpec) bool {
+	x, errX := a.Marshal()
+	y, errY := b.Marshal()
+	return errX == nil && errY == nil && bytes.Equal(x, y)
 }
 
 // Inject adds the sidecar, the volumes, the Emissary container's env and mount and the pod
@@ -282,10 +322,17 @@ func objectRef(d *appsv1.Deployment) string {
 	if name == "" {
 		name = d.GenerateName + "*"
 	}
-	if d.Namespace == "" {
-		return name
+	ref := name
+	if d.Namespace != "" {
+		ref = d.Namespace + "/" + name
 	}
-	return d.Namespace + "/" + name
+	// Admission runs before validation, so a name may hold anything. Quote one that is not
+	// plain printable text: the API server drops a warning with control characters, and bidi
+	// or escape sequences must not reach a terminal.
+	if !utf8.ValidString(ref) || strings.ContainsFunc(ref, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return strconv.Quote(ref)
+	}
+	return ref
 }
 
 // serviceName is the Deployment's name for --serviceCluster. A Deployment created with

@@ -74,7 +74,10 @@ func Strip(t *corev1.PodTemplateSpec) (*Status, error) {
 // does not end up pointing at a missing volume).
 func strip(t *corev1.PodTemplateSpec, st *Status, keepMounted bool) (kept []string) {
 	spec := &t.Spec
-	if i := indexContainer(spec.Containers, st.EmissaryContainer); i >= 0 && st.EmissaryContainer != "" {
+	// Whatever the name Inject added to, even "" (admission runs before validation, so a
+	// nameless container gets here): strip must undo exactly what Inject did, or the next
+	// admission re-renders what it just rendered.
+	if i := indexContainer(spec.Containers, st.EmissaryContainer); i >= 0 {
 		c := &spec.Containers[i]
 		c.Env = deleteWhere(c.Env, func(e corev1.EnvVar) bool { return slices.Contains(st.Env, e.Name) })
 		c.VolumeMounts = deleteWhere(c.VolumeMounts, func(m corev1.VolumeMount) bool { return slices.Contains(st.Mounts, m.MountPath) })

@@ -2,18 +2,17 @@ package mutate
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"sync/atomic"
 	"time"
 
-	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	kjson "sigs.k8s.io/json"
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
 )
@@ -57,13 +56,16 @@ func (h *DeploymentHandler) Handle(ctx context.Context, req admission.Request) a
 		return resp
 	}
 	var d appsv1.Deployment
-	if err := json.Unmarshal(req.Object.Raw, &d); err != nil {
+	// Case-sensitive, as the API server decodes: encoding/json would also read "Spec" as
+	// spec, and the patch (which addresses /spec/...) would then not apply to the object.
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &d); err != nil {
 		h.Metrics.failed(kindDeployment, "decode", start)
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("request.object is not a valid apps/v1 Deployment: %w", err))
 	}
 	if d.Namespace == "" {
 		d.Namespace = req.Namespace
 	}
+	_, injectedBefore := d.Spec.Template.Annotations[inject.AnnotationStatus]
 	hadVolumes := len(d.Spec.Template.Spec.Volumes) > 0
 
 	res := inject.Deployment(&d, h.Config.Load())
@@ -72,8 +74,13 @@ func (h *DeploymentHandler) Handle(ctx context.Context, req admission.Request) a
 
 	switch res.Action {
 	case inject.Injected:
+		patch, err := deploymentPatch(&d.Spec.Template, res.Status, !injectedBefore, hadVolumes)
+		if err != nil { // cannot happen: the API types always marshal
+			h.Metrics.failed(kindDeployment, "patch", start)
+			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("encoding the patch: %w", err))
+		}
 		h.Metrics.observe(kindDeployment, actionMutated, res.Reason, start)
-		resp := admission.Patched(res.Message, templatePatch(&d, hadVolumes)...)
+		resp := patchedResponse(res.Message, patch)
 		resp.Warnings = append([]string{res.Message}, res.Warnings...)
 		return resp
 	case inject.UpToDate:
@@ -90,28 +97,19 @@ func (h *DeploymentHandler) precheck(req admission.Request, start time.Time) (ad
 	return precheck(req, deploymentKind, kindDeployment, h.Metrics, start)
 }
 
-// templatePatch replaces the three parts of the pod template that injection may change. It
-// writes them whole rather than diffing: the answer is a pure function of the result, and
-// its cost is one marshal of what changed, never a diff of the whole object.
-func templatePatch(d *appsv1.Deployment, hadVolumes bool) []jsonpatch.JsonPatchOperation {
-	t := &d.Spec.Template
-	ops := []jsonpatch.JsonPatchOperation{
-		{Operation: "add", Path: "/spec/template/metadata", Value: t.ObjectMeta},
-		{Operation: "add", Path: "/spec/template/spec/containers", Value: t.Spec.Containers},
-	}
-	switch {
-	case len(t.Spec.Volumes) > 0:
-		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "add", Path: "/spec/template/spec/volumes", Value: t.Spec.Volumes})
-	case hadVolumes:
-		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "remove", Path: "/spec/template/spec/volumes"})
-	}
-	return ops
-}
-
 // precheck answers what neither handler acts on: operations other than CREATE and UPDATE
 // (the webhook configuration never sends them, a hand-made request might) and objects of
 // another kind. Both are allowed unchanged, with a message saying why.
 func precheck(req admission.Request, want schema.GroupVersionKind, kind string, m *Metrics, start time.Time) (admission.Response, bool) {
+	// A review without "request" decodes to an empty request: say that, not "operation  is
+	// not mutated".
+	if req.Operation == "" {
+		m.failed(kind, "no-request", start)
+		if req.UID == "" {
+			return admission.Errored(http.StatusBadRequest, fmt.Errorf("the AdmissionReview has no request (request.uid and request.operation are empty)")), true
+		}
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("request.operation is empty")), true
+	}
 	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
 		m.observe(kind, actionSkipped, "operation", start)
 		return admission.Allowed(fmt.Sprintf("operation %s is not mutated", req.Operation)), true

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"time"
 
-	"gomodules.xyz/jsonpatch/v2"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -62,8 +61,13 @@ func (h *MappingHandler) Handle(ctx context.Context, req admission.Request) admi
 		resp.Warnings = dec.Warnings
 		return resp
 	}
+	patch, err := mappingPatch(obj, dec)
+	if err != nil { // cannot happen: the values are strings
+		h.Metrics.failed(kindMapping, "patch", start)
+		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("encoding the patch: %w", err))
+	}
 	h.Metrics.observe(kindMapping, actionMutated, dec.Reason, start)
-	resp := admission.Patched(dec.Message, mappingPatch(obj, dec)...)
+	resp := patchedResponse(dec.Message, patch)
 	resp.Warnings = dec.Warnings
 	return resp
 }
@@ -71,28 +75,29 @@ func (h *MappingHandler) Handle(ctx context.Context, req admission.Request) admi
 // mappingPatch writes what dec changes: spec.tls with the annotation that marks it as the
 // webhook's and, when the port was pinned, spec.service; or, for a revert, removes both.
 // "add" on an existing member replaces it, so the ops are valid whatever the object held.
-func mappingPatch(obj map[string]interface{}, dec MappingDecision) []jsonpatch.JsonPatchOperation {
+func mappingPatch(obj map[string]interface{}, dec MappingDecision) ([]byte, error) {
 	const annotationPath = "/metadata/annotations/emissary-istio.io~1defaulted-tls"
+	var p jsonPatch
 	if dec.Revert {
-		return []jsonpatch.JsonPatchOperation{
-			{Operation: "remove", Path: "/spec/tls"},
-			{Operation: "remove", Path: annotationPath},
-		}
+		p.remove("/spec/tls")
+		p.remove(annotationPath)
+		return p.bytes()
 	}
-	ops := []jsonpatch.JsonPatchOperation{{Operation: "add", Path: "/spec/tls", Value: dec.TLS}}
+	p.add("/spec/tls", dec.TLS)
 	if dec.Service != "" {
-		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "add", Path: "/spec/service", Value: dec.Service})
+		p.add("/spec/service", dec.Service)
 	}
 	meta, _ := obj["metadata"].(map[string]interface{})
-	if _, ok := meta["annotations"].(map[string]interface{}); ok {
-		return append(ops, jsonpatch.JsonPatchOperation{Operation: "add", Path: annotationPath, Value: dec.TLS})
+	_, hasAnnotations := meta["annotations"].(map[string]interface{})
+	switch {
+	case hasAnnotations:
+		p.add(annotationPath, dec.TLS)
+	case meta == nil:
+		p.add("/metadata", map[string]interface{}{"annotations": map[string]string{AnnotationMappingDefaulted: dec.TLS}})
+	default:
+		p.add("/metadata/annotations", map[string]string{AnnotationMappingDefaulted: dec.TLS})
 	}
-	if meta == nil {
-		return append(ops, jsonpatch.JsonPatchOperation{Operation: "add", Path: "/metadata",
-			Value: map[string]interface{}{"annotations": map[string]string{AnnotationMappingDefaulted: dec.TLS}}})
-	}
-	return append(ops, jsonpatch.JsonPatchOperation{Operation: "add", Path: "/metadata/annotations",
-		Value: map[string]string{AnnotationMappingDefaulted: dec.TLS}})
+	return p.bytes()
 }
 
 // ApplyMappingDecision writes dec into obj exactly as the webhook's patch would: the offline

@@ -29,6 +29,22 @@ func NamespaceObject() *metav1.PartialObjectMetadata {
 	return m
 }
 
+// TrimNamespace is the namespace cache's transform: of a namespace only its name and labels
+// are ever read, so only they (and the resourceVersion) are stored. The rest can be most of
+// a namespace's size: `kubectl apply` copies the whole object into an annotation. With 10,000
+// namespaces this keeps the webhook's memory independent of what tools write on them. It
+// returns a new object rather than clearing fields in place, as the informer may hand it an
+// object it already stores.
+func TrimNamespace(in any) (any, error) {
+	m, ok := in.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return in, nil
+	}
+	return &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+		Name: m.Name, ResourceVersion: m.ResourceVersion, Labels: m.Labels,
+	}}, nil
+}
+
 // NamespaceLabels implements NamespaceLabels.
 func (c NamespaceCache) NamespaceLabels(ctx context.Context, name string) (map[string]string, bool, error) {
 	ns := NamespaceObject()
