@@ -2,14 +2,17 @@ package mutate
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -41,7 +44,13 @@ type Options struct {
 type Server struct {
 	Manager manager.Manager
 	Config  *ConfigHolder
+
+	health *watchHealth
 }
+
+// cacheWatchGrace is how long the namespace cache may be without an open watch before
+// readiness fails; see watchHealth.
+const cacheWatchGrace = 3 * time.Second
 
 // NewServer builds the manager that `webhook serve` runs; the envtest suites and the demo run
 // the very same thing in-process.
@@ -56,6 +65,10 @@ func NewServer(restCfg *rest.Config, opts Options) (*Server, error) {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
+	// The manager's clients (the namespace cache) go through watchHealth, which readiness reads.
+	health := newWatchHealth(cacheWatchGrace, time.Now)
+	restCfg = rest.CopyConfig(restCfg)
+	restCfg.Wrap(health.wrap)
 	mgr, err := manager.New(restCfg, manager.Options{
 		Scheme: scheme,
 		WebhookServer: webhook.NewServer(webhook.Options{
@@ -64,16 +77,21 @@ func NewServer(restCfg *rest.Config, opts Options) (*Server, error) {
 			CertDir:  opts.CertDir,
 			CertName: certs.CertFile,
 			KeyName:  certs.KeyFile,
+			// Go's default for servers already; stated so that no GODEBUG can lower it.
+			TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }},
 		}),
 		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress: opts.HealthAddr,
-		// Only namespace metadata is ever read; nothing else is cached.
-		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		// Only namespace metadata is ever read, and of it only names and labels (TrimNamespace).
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject:         map[client.Object]cache.ByObject{NamespaceObject(): {Transform: TrimNamespace}},
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mutate: creating manager: %w", err)
 	}
-	s := &Server{Manager: mgr, Config: NewConfigHolder(opts.Config)}
+	s := &Server{Manager: mgr, Config: NewConfigHolder(opts.Config), health: health}
 	if err := s.register(opts.Metrics); err != nil {
 		return nil, err
 	}
@@ -89,10 +107,10 @@ func (s *Server) register(m *Metrics) error {
 		return fmt.Errorf("mutate: namespace informer: %w", err)
 	}
 	hook := mgr.GetWebhookServer()
-	hook.Register(DeploymentPath, &admission.Webhook{Handler: &DeploymentHandler{Config: s.Config, Metrics: m}})
-	hook.Register(MappingPath, &admission.Webhook{Handler: &MappingHandler{
+	hook.Register(DeploymentPath, postOnly(&admission.Webhook{Handler: &DeploymentHandler{Config: s.Config, Metrics: m}}))
+	hook.Register(MappingPath, postOnly(&admission.Webhook{Handler: &MappingHandler{
 		Config: s.Config, Namespaces: NamespaceCache{Reader: mgr.GetCache()}, Metrics: m,
-	}})
+	}}))
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
@@ -100,11 +118,30 @@ func (s *Server) register(m *Metrics) error {
 	if err := mgr.AddReadyzCheck("webhook", hook.StartedChecker()); err != nil {
 		return err
 	}
+	// Ready once the namespace cache has synced, and only while its watch is open: a cache
+	// cut off from the API server would answer Mapping admissions from stale labels.
 	return mgr.AddReadyzCheck("namespace-cache", func(*http.Request) error {
 		if !informer.HasSynced() {
 			return errors.New("namespace cache has not synced")
 		}
-		return nil
+		if informer.IsStopped() {
+			return errors.New("namespace cache informer has stopped")
+		}
+		return s.health.check()
+	})
+}
+
+// postOnly answers anything but a POST with 405 Method Not Allowed. The API server only ever
+// POSTs an AdmissionReview; without this, controller-runtime answers a GET with a 200 whose
+// AdmissionResponse says "request body is empty", which is true but not what was wrong.
+func postOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			http.Error(w, fmt.Sprintf("method %s not allowed: POST an admission.k8s.io/v1 AdmissionReview (Content-Type: application/json)", r.Method), http.StatusMethodNotAllowed)
+			return
+		}
+		h.ServeHTTP(w, r)
 	})
 }
 

@@ -157,6 +157,14 @@ func ParseService(s, mappingNamespace string) (ParsedService, error) {
 	if p.InCluster && (len(validation.IsDNS1123Label(p.Name)) > 0 || len(validation.IsDNS1123Label(p.Namespace)) > 0) {
 		p.InCluster = false
 	}
+	// Every label, not only the two that name the Service: cluster DNS resolves no other
+	// name, and a host such as "q.ns.svc.]" parses only without a port ("q.ns.svc.]:80"
+	// fails net.SplitHostPort), so pinning its port would break the Mapping.
+	for _, l := range labels[min(2, len(labels)):] {
+		if p.InCluster && len(validation.IsDNS1123Label(l)) > 0 {
+			p.InCluster = false
+		}
+	}
 	return p, nil
 }
 

@@ -9,15 +9,19 @@ package envtest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -309,4 +313,123 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// RestartWebhook stops the in-process webhook server and starts a new one on the same
+// address with the same certificates and configuration, as a restarted pod would be; the
+// registration is left alone. It returns once the new server accepts TLS connections and its
+// namespace cache has synced (what its readiness probe waits for).
+func (e *Env) RestartWebhook() error {
+	if e.Server == nil {
+		return errors.New("envtest: RestartWebhook: this Env has no webhook (Options.NoWebhook)")
+	}
+	cfg := e.Server.Config.Load()
+	if err := e.StopWebhook(); err != nil {
+		return fmt.Errorf("envtest: stopping the webhook: %w", err)
+	}
+	u, err := url.Parse(e.WebhookURL)
+	if err != nil {
+		return err
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		return err
+	}
+	srv, err := mutate.NewServer(e.Config, mutate.Options{
+		Host: "127.0.0.1", Port: port, CertDir: e.CertDir,
+		MetricsAddr: "0", HealthAddr: "0", Config: cfg, Metrics: mutate.NewMetrics(nil),
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.Server, e.stop, e.stopped = srv, cancel, make(chan error, 1)
+	go func() { e.stopped <- srv.Start(ctx) }()
+
+	deadline := time.Now().Add(30 * time.Second)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(e.CABundle)
+	for {
+		conn, err := tls.Dial("tcp", u.Host, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("envtest: restarted webhook not listening on %s: %w", u.Host, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	syncCtx, cancelSync := context.WithDeadline(context.Background(), deadline)
+	defer cancelSync()
+	if !srv.Manager.GetCache().WaitForCacheSync(syncCtx) {
+		return errors.New("envtest: restarted webhook's namespace cache did not sync")
+	}
+	return nil
+}
+
+// StopAPIServer stops kube-apiserver, leaving etcd (and the webhook) running. StartAPIServer
+// brings it back on the same address with the same serving certificate and client CA, so
+// existing clients (e.Config, the kubeconfig, the webhook's cache) reconnect by themselves.
+//
+// On SIGTERM kube-apiserver stops listening at once but waits up to a minute for open
+// watches, and envtest kills it after its stop timeout (20s for the first process). A kill
+// after the timeout counts as stopped, and every kube-apiserver StartAPIServer starts gets a
+// stop timeout of apiServerStopTimeout: stopping one that clients watch is then a crash-like
+// stop after a few seconds.
+func (e *Env) StopAPIServer() error {
+	s := e.control.ControlPlane.APIServer
+	// envtest generates a new serving CA into a fresh directory on every start unless the
+	// directory is given and already holds the certificate: keep a copy to restart from.
+	keep := filepath.Join(e.Dir, "apiserver")
+	if s.CertDir != keep {
+		if err := os.MkdirAll(keep, 0o700); err != nil {
+			return err
+		}
+		entries, err := os.ReadDir(s.CertDir)
+		if err != nil {
+			return err
+		}
+		for _, ent := range entries {
+			if !ent.Type().IsRegular() {
+				continue
+			}
+			b, err := os.ReadFile(filepath.Join(s.CertDir, ent.Name()))
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(keep, ent.Name()), b, 0o600); err != nil {
+				return err
+			}
+		}
+	}
+	err := s.Stop()
+	s.CertDir, s.StopTimeout = keep, apiServerStopTimeout
+	if err != nil && !strings.Contains(err.Error(), "timeout waiting for process") {
+		return fmt.Errorf("envtest: stopping kube-apiserver: %w", err)
+	}
+	// Killed or exited: wait until its port is free for the next start.
+	addr := net.JoinHostPort(s.SecureServing.Address, s.SecureServing.Port)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return nil
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			return fmt.Errorf("envtest: kube-apiserver still listening on %s after it was stopped", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// apiServerStopTimeout: see StopAPIServer.
+const apiServerStopTimeout = 3 * time.Second
+
+// StartAPIServer starts kube-apiserver again after StopAPIServer and waits until it is healthy.
+func (e *Env) StartAPIServer() error {
+	if err := e.control.ControlPlane.APIServer.Start(); err != nil {
+		return fmt.Errorf("envtest: starting kube-apiserver: %w", err)
+	}
+	return nil
 }
