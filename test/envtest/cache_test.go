@@ -46,29 +46,9 @@ func TestMappingAdmissionsMakeNoAPICalls(t *testing.T) {
 	restCfg := rest.CopyConfig(env.Config)
 	restCfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter }
 
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	healthPort, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := mutate.NewServer(restCfg, mutate.Options{
-		Host: "127.0.0.1", Port: port, CertDir: env.CertDir, MetricsAddr: "0",
-		HealthAddr: "127.0.0.1:" + strconv.Itoa(healthPort), Config: inject.DefaultConfig(), Metrics: mutate.NewMetrics(nil),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Start(ctx) }()
-	defer func() { cancel(); <-done }()
-
-	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz?verbose", healthPort)
-	body := waitFor(t, 20*time.Second, func() (string, bool) {
-		resp, err := http.Get(readyz)
+	port, readyz := startExtraServer(t, restCfg, env.CertDir)
+	body, _ := eventually(t, 20*time.Second, func() (string, bool) {
+		resp, err := http.Get(readyz + "?verbose")
 		if err != nil {
 			return err.Error(), false
 		}
@@ -135,19 +115,51 @@ func postReview(t *testing.T, c *http.Client, url string, body []byte) *admissio
 	return out.Response
 }
 
-// waitFor polls check until it reports true or the timeout passes; it returns check's last
-// description.
-func waitFor(t *testing.T, timeout time.Duration, check func() (string, bool)) string {
+// eventually polls check until it reports true, failing t after timeout; it returns check's
+// last description and how long it took.
+func eventually(t *testing.T, timeout time.Duration, check func() (string, bool)) (string, time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
 	for {
 		desc, ok := check()
 		if ok {
-			return desc
+			return desc, time.Since(start)
 		}
-		if time.Now().After(deadline) {
+		if time.Since(start) > timeout {
 			t.Fatalf("not within %s: %s", timeout, desc)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// startExtraServer runs one more webhook server (not registered with the API server) on
+// restCfg, serving the certificate in certDir, with a health listener; it stops when the
+// test ends. It returns the HTTPS port and the /readyz URL.
+func startExtraServer(t *testing.T, restCfg *rest.Config, certDir string) (int, string) {
+	t.Helper()
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthPort, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := mutate.NewServer(restCfg, mutate.Options{
+		Host: "127.0.0.1", Port: port, CertDir: certDir, MetricsAddr: "0",
+		HealthAddr: "127.0.0.1:" + strconv.Itoa(healthPort), Config: inject.DefaultConfig(), Metrics: mutate.NewMetrics(nil),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- srv.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-stopped; err != nil {
+			t.Logf("webhook server: %v", err)
+		}
+	})
+	return port, "http://127.0.0.1:" + strconv.Itoa(healthPort) + "/readyz"
 }

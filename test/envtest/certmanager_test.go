@@ -187,14 +187,14 @@ func testCAInjector(t *testing.T, e *Env) {
 	if got := mwc.Annotations[cmapi.WantInjectAnnotation]; got != cert.Namespace+"/"+cert.Name {
 		t.Fatalf("inject-ca-from = %q, want the serving Certificate %s/%s", got, cert.Namespace, cert.Name)
 	}
-	waitFor(t, 15*time.Second, func() (string, bool) {
+	eventually(t, 15*time.Second, func() (string, bool) {
 		err := e.Client.Create(ctx, ProbeDeployment(), client.DryRunAll)
 		return "the API server still calls a webhook it has no CA for", err != nil
 	})
 
 	stop := runCAInjector(t, e)
 	defer stop()
-	waitFor(t, 30*time.Second, func() (string, bool) {
+	eventually(t, 30*time.Second, func() (string, bool) {
 		got := &admissionregistrationv1.MutatingWebhookConfiguration{}
 		if err := e.Client.Get(ctx, client.ObjectKeyFromObject(mwc), got); err != nil {
 			return err.Error(), false
@@ -275,7 +275,7 @@ func testRotationUnderLoad(t *testing.T, e *Env) {
 		t.Fatal(err)
 	}
 	want := leafSerial(t, renewed.CertPEM)
-	waitFor(t, 20*time.Second, func() (string, bool) {
+	eventually(t, 20*time.Second, func() (string, bool) {
 		s := servedSerialAt(strings.TrimPrefix(e.WebhookURL, "https://"), renewed.CACert)
 		return "the server does not present the renewed certificate", s != nil && s.Cmp(want) == 0
 	})
@@ -305,7 +305,7 @@ func serveNewBundle(t *testing.T, e *Env) *certs.Bundle {
 		t.Fatal(err)
 	}
 	want := leafSerial(t, b.CertPEM)
-	waitFor(t, 20*time.Second, func() (string, bool) {
+	eventually(t, 20*time.Second, func() (string, bool) {
 		s := servedSerialAt(strings.TrimPrefix(e.WebhookURL, "https://"), b.CACert)
 		return "the server does not present the new certificate", s != nil && s.Cmp(want) == 0
 	})

@@ -81,7 +81,7 @@ func TestConcurrentAdmissions(t *testing.T) {
 		}
 	}
 	// The namespace cache has seen the label before the burst.
-	drEventually(t, 10*time.Second, func() (string, bool) {
+	eventually(t, 10*time.Second, func() (string, bool) {
 		_, resp := biPost(t, c, http.MethodPost, mutate.MappingPath, "application/json", reqs[2].body)
 		return "Mapping not defaulted yet", resp != nil && len(resp.Patch) > 0
 	})

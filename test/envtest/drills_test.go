@@ -22,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/emissary-istio/emissary-istio-webhook/certs"
-	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/mutate"
 )
 
@@ -141,7 +140,7 @@ func TestDrillWebhookOutage(t *testing.T) {
 			t.Fatal(err)
 		}
 		var out string
-		drEventually(t, 30*time.Second, func() (string, bool) {
+		eventually(t, 30*time.Second, func() (string, bool) {
 			var err error
 			out, _, err = drKubectl(t, e, drEmissary("outage", "emissary"), "apply", "-f", "-")
 			return fmt.Sprint(err), err == nil
@@ -187,7 +186,7 @@ func TestDrillWebhookOutage(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Keep the webhook down until the stream has hit the outage.
-		drEventually(t, 30*time.Second, func() (string, bool) { return "no failed apply yet", failures.Load() > 0 })
+		eventually(t, 30*time.Second, func() (string, bool) { return "no failed apply yet", failures.Load() > 0 })
 		time.Sleep(200 * time.Millisecond)
 		if err := e.RestartWebhook(); err != nil {
 			t.Fatal(err)
@@ -250,22 +249,6 @@ func drWaitProgress(t *testing.T, progress <-chan int, n int) {
 	}
 }
 
-// drEventually polls check every 20ms until it holds, failing after timeout.
-func drEventually(t *testing.T, timeout time.Duration, check func() (string, bool)) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		desc, ok := check()
-		if ok {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("not within %s: %s", timeout, desc)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestDrillNamespaceLabelFollows: a namespace gains and loses its mesh label, and the next
 // admission through the API server follows within one second (the bound; the
 // webhook's metadata informer usually takes milliseconds).
@@ -284,7 +267,7 @@ func TestDrillNamespaceLabelFollows(t *testing.T) {
 		}))
 		return biReview(biReviewV1, r)
 	}()
-	drEventually(t, 10*time.Second, func() (string, bool) {
+	eventually(t, 10*time.Second, func() (string, bool) {
 		_, resp := biPost(t, c, http.MethodPost, mutate.MappingPath, "application/json", review)
 		if resp == nil || resp.Result == nil {
 			return "no answer", false
@@ -357,32 +340,7 @@ func TestDrillAPIServerRestart(t *testing.T) {
 	if err := bundle.WriteDir(certDir); err != nil {
 		t.Fatal(err)
 	}
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	healthPort, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := mutate.NewServer(e.Config, mutate.Options{
-		Host: "127.0.0.1", Port: port, CertDir: certDir, MetricsAddr: "0",
-		HealthAddr: "127.0.0.1:" + strconv.Itoa(healthPort), Config: inject.DefaultConfig(), Metrics: mutate.NewMetrics(nil),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() { stopped <- srv.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-stopped; err != nil {
-			t.Logf("webhook server: %v", err)
-		}
-	})
-
-	readyz := "http://127.0.0.1:" + strconv.Itoa(healthPort) + "/readyz"
+	port, readyz := startExtraServer(t, e.Config, certDir)
 	probe := func() (int, string) {
 		resp, err := http.Get(readyz)
 		if err != nil {
@@ -392,7 +350,7 @@ func TestDrillAPIServerRestart(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	drEventually(t, 30*time.Second, func() (string, bool) {
+	eventually(t, 30*time.Second, func() (string, bool) {
 		code, body := probe()
 		return fmt.Sprintf("readyz %d %s", code, body), code == http.StatusOK
 	})
@@ -407,7 +365,7 @@ func TestDrillAPIServerRestart(t *testing.T) {
 			_ = e.StartAPIServer()
 		}
 	})
-	took := drEventually(t, 30*time.Second, func() (string, bool) {
+	_, took := eventually(t, 30*time.Second, func() (string, bool) {
 		code, body := probe()
 		return fmt.Sprintf("readyz %d %s", code, body), code != http.StatusOK && strings.Contains(body, "[-]namespace-cache failed")
 	})
@@ -429,7 +387,7 @@ func TestDrillAPIServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	restarted = true
-	took = drEventually(t, 90*time.Second, func() (string, bool) {
+	_, took = eventually(t, 90*time.Second, func() (string, bool) {
 		code, body := probe()
 		return fmt.Sprintf("readyz %d %s", code, body), code == http.StatusOK
 	})
@@ -445,7 +403,7 @@ func TestDrillAPIServerRestart(t *testing.T) {
 		}))
 		return biReview(biReviewV1, r)
 	}()
-	drEventually(t, 10*time.Second, func() (string, bool) {
+	eventually(t, 10*time.Second, func() (string, bool) {
 		resp, err := wc.Post("https://127.0.0.1:"+strconv.Itoa(port)+mutate.MappingPath, "application/json", strings.NewReader(string(body)))
 		if err != nil {
 			return err.Error(), false

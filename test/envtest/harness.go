@@ -178,7 +178,7 @@ func (e *Env) startWebhook(opts Options) error {
 	if err := bundle.WriteDir(e.CertDir); err != nil {
 		return err
 	}
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return err
 	}
@@ -306,7 +306,9 @@ func (e *Env) Stop() error {
 	return errors.Join(errs...)
 }
 
-func freePort() (int, error) {
+// FreePort asks the kernel for a free port on 127.0.0.1 (it may be taken again before use,
+// as with any such probe; tests bind it at once).
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

@@ -105,7 +105,7 @@ func TestSelfSigned(t *testing.T) {
 			t.Fatal("cannot read the served certificate")
 		}
 		stream := admissionStream(e)
-		waitFor(t, 20*time.Second, func() (string, bool) {
+		eventually(t, 20*time.Second, func() (string, bool) {
 			bundle := webhookConfiguration(t, e).Webhooks[0].ClientConfig.CABundle
 			s := servedSerialAt(c.addr, bundle)
 			return "the certificate was not renewed", s != nil && s.Cmp(first) != 0
@@ -135,7 +135,7 @@ func newSelfSigned(t *testing.T) *selfSignedProcess {
 	t.Helper()
 	ports := make([]int, 2)
 	for i := range ports {
-		p, err := freePort()
+		p, err := FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +178,7 @@ func (p *selfSignedProcess) start(t *testing.T, kubeconfig string, extraArgs ...
 // waitReady waits for /readyz, which includes the caBundle check.
 func (p *selfSignedProcess) waitReady(t *testing.T) {
 	t.Helper()
-	waitFor(t, 30*time.Second, func() (string, bool) {
+	eventually(t, 30*time.Second, func() (string, bool) {
 		resp, err := http.Get("http://" + p.health + "/readyz?verbose")
 		if err != nil {
 			return err.Error(), false
@@ -252,7 +252,7 @@ func webhookConfiguration(t *testing.T, e *Env) *admissionregistrationv1.Mutatin
 func waitTrusted(t *testing.T, e *Env, cas ...[]byte) []byte {
 	t.Helper()
 	var bundle []byte
-	waitFor(t, 15*time.Second, func() (string, bool) {
+	eventually(t, 15*time.Second, func() (string, bool) {
 		for _, w := range webhookConfiguration(t, e).Webhooks {
 			for i, ca := range cas {
 				if !certs.Trusts(w.ClientConfig.CABundle, ca) {

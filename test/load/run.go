@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -141,11 +140,11 @@ func run(o options) (*Results, error) {
 func step(msg string) { fmt.Fprintf(os.Stderr, ">> %s %s\n", time.Now().Format("15:04:05"), msg) }
 
 func startWebhook(bin, dir, certDir, kubeconfig string) (*server, error) {
-	port, err := freePort()
+	port, err := envtest.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	health, err := freePort()
+	health, err := envtest.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +181,7 @@ func startFloor(dir, certDir string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := envtest.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -299,15 +298,6 @@ func labelNamespace(c client.Client, name string, labels map[string]string) erro
 
 func createNamespace(ctx context.Context, c client.Client, name string, labels, annotations map[string]string) error {
 	return c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: annotations}})
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // print writes the results as a table: each webhook run next to the floor run of the same
