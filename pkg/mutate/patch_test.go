@@ -2,18 +2,15 @@ package mutate
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
@@ -26,25 +23,12 @@ import (
 func patchAdmit(t *testing.T, cfg *inject.Config, op admissionv1.Operation, raw []byte) (admission.Response, []byte) {
 	t.Helper()
 	req := admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
-		UID: "patch-test", Operation: op, Namespace: "default",
-		Kind:   metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"},
+		UID: "patch-test", Operation: op, Namespace: "default", Kind: deploymentGVK,
 		Object: runtime.RawExtension{Raw: raw},
 	}}
-	h := &admission.Webhook{Handler: &DeploymentHandler{Config: NewConfigHolder(cfg), Metrics: NewMetrics(nil)}}
-	resp := h.Handle(context.Background(), req)
+	resp, out := admit(t, &DeploymentHandler{Config: NewConfigHolder(cfg), Metrics: NewMetrics(nil)}, req)
 	if !resp.Allowed {
 		t.Fatalf("denied: %+v", resp.Result)
-	}
-	if len(resp.Patch) == 0 {
-		return resp, raw
-	}
-	patch, err := jsonpatch.DecodePatch(resp.Patch)
-	if err != nil {
-		t.Fatalf("undecodable patch %s: %v", resp.Patch, err)
-	}
-	out, err := patch.Apply(raw)
-	if err != nil {
-		t.Fatalf("patch %s does not apply: %v", resp.Patch, err)
 	}
 	return resp, out
 }
