@@ -80,6 +80,7 @@ func countEnv(c *corev1.Container, name string) int {
 func TestApplySeedDeployment(t *testing.T) {
 	ensureNamespace(t, "ambassador")
 	seed := testdata("seed-emissary.yaml")
+	t.Cleanup(func() { _, _, _ = env.Kubectl(nil, "delete", "-f", seed, "--ignore-not-found") })
 
 	_, stderr, err := env.Kubectl(nil, "apply", "-f", seed)
 	if err != nil {

@@ -257,6 +257,15 @@ func TestDrillNamespaceLabelFollows(t *testing.T) {
 	ensureNamespace(t, ns)
 	ctx := context.Background()
 	c := biClient(env)
+	setLabels := func(labels map[string]interface{}) time.Time {
+		patch, _ := json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{"labels": labels}})
+		if err := env.Client.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
+			t.Fatal(err)
+		}
+		return time.Now()
+	}
+	// No mesh label left from an earlier run (go test -count=N).
+	setLabels(map[string]interface{}{"istio-injection": nil, "istio.io/rev": nil})
 	// Start from "known, not meshed" (a namespace the cache has not seen yet looks the same
 	// through the API server, so ask the webhook directly).
 	review := func() []byte {
@@ -283,13 +292,6 @@ func TestDrillNamespaceLabelFollows(t *testing.T) {
 		}
 		tls, _, _ := unstructured.NestedString(m.Object, "spec", "tls")
 		return tls
-	}
-	setLabels := func(labels map[string]interface{}) time.Time {
-		patch, _ := json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{"labels": labels}})
-		if err := env.Client.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
-			t.Fatal(err)
-		}
-		return time.Now()
 	}
 
 	for _, step := range []struct {

@@ -1,6 +1,9 @@
 package envtest
 
 import (
+	"github.com/go-logr/logr"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
 	// Accept -update like every test package, so that `go test ./... -update` runs.
 	_ "github.com/emissary-istio/emissary-istio-webhook/test/golden"
 
@@ -14,6 +17,8 @@ import (
 var env *Env
 
 func TestMain(m *testing.M) {
+	// The servers' logs are not part of any assertion; keep test output readable.
+	logf.SetLogger(logr.Discard())
 	var err error
 	env, err = Start(Options{})
 	if err != nil {

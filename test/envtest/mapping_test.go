@@ -2,6 +2,7 @@ package envtest
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,7 @@ func TestMappingDefaulting(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			manifest := mappingYAML(c.version, c.ns, c.name, c.spec)
+			t.Cleanup(func() { _, _, _ = env.Kubectl(nil, "delete", "mapping", c.name, "-n", c.ns, "--ignore-not-found") })
 			_, stderr, err := env.Kubectl([]byte(manifest), "apply", "-f", "-")
 			if err != nil {
 				t.Fatal(err)
@@ -113,8 +115,10 @@ func TestMappingDefaulting(t *testing.T) {
 // TestMappingFollowsNamespaceLabel: the webhook reads namespace labels from its cache, so a
 // namespace that joins the mesh is seen by the next admission.
 func TestMappingFollowsNamespaceLabel(t *testing.T) {
-	ensureNamespace(t, "joins-mesh")
-	manifest := []byte(mappingYAML("v2", "joins-mesh", "follows-label", "  service: api\n"))
+	// A new namespace each run: this one must start outside the mesh.
+	ns := fmt.Sprintf("joins-mesh-%d", time.Now().UnixNano()%1e9)
+	ensureNamespace(t, ns)
+	manifest := []byte(mappingYAML("v2", ns, "follows-label", "  service: api\n"))
 	if _, _, err := env.Kubectl(manifest, "apply", "--dry-run=server", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +126,7 @@ func TestMappingFollowsNamespaceLabel(t *testing.T) {
 	if err != nil || out != "" {
 		t.Fatalf("before the label: tls = %q (%v), want none", out, err)
 	}
-	ensureNamespace(t, "joins-mesh", "istio-injection=enabled")
+	ensureNamespace(t, ns, "istio-injection=enabled")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		out, _, err = env.Kubectl(manifest, "apply", "--dry-run=server", "-o", "jsonpath={.spec.tls} {.spec.service}", "-f", "-")
