@@ -117,10 +117,11 @@ func (d Detection) skip(reason, why string) Detection {
 }
 
 func hasContainer(cs []corev1.Container, name string) bool {
-	return indexContainer(cs, name) >= 0
+	return ContainerIndex(cs, name) >= 0
 }
 
-func indexContainer(cs []corev1.Container, name string) int {
+// ContainerIndex is the index of the container named name in cs, or -1.
+func ContainerIndex(cs []corev1.Container, name string) int {
 	for i := range cs {
 		if cs[i].Name == name {
 			return i

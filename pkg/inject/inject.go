@@ -196,7 +196,7 @@ func sameEncoding(a, b *corev1.PodTemplateSpec) bool {
 // which carries the env vars and the mount on its aes container, therefore injects cleanly.
 func Inject(t *corev1.PodTemplateSpec, container, deployment string, cfg *Config) (*Status, []string, error) {
 	spec := &t.Spec
-	ci := indexContainer(spec.Containers, container)
+	ci := ContainerIndex(spec.Containers, container)
 	if ci < 0 {
 		return nil, nil, fmt.Errorf("container %q does not exist", container)
 	}

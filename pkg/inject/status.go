@@ -77,7 +77,7 @@ func strip(t *corev1.PodTemplateSpec, st *Status, keepMounted bool) (kept []stri
 	// Whatever the name Inject added to, even "" (admission runs before validation, so a
 	// nameless container gets here): strip must undo exactly what Inject did, or the next
 	// admission re-renders what it just rendered.
-	if i := indexContainer(spec.Containers, st.EmissaryContainer); i >= 0 {
+	if i := ContainerIndex(spec.Containers, st.EmissaryContainer); i >= 0 {
 		c := &spec.Containers[i]
 		c.Env = deleteWhere(c.Env, func(e corev1.EnvVar) bool { return slices.Contains(st.Env, e.Name) })
 		c.VolumeMounts = deleteWhere(c.VolumeMounts, func(m corev1.VolumeMount) bool { return slices.Contains(st.Mounts, m.MountPath) })

@@ -81,7 +81,7 @@ func deploymentPatch(t *corev1.PodTemplateSpec, st *inject.Status, firstInjectio
 	p.add("/spec/template/metadata", &t.ObjectMeta)
 	spec := &t.Spec
 	if firstInjection && st != nil {
-		if ci := containerIndex(spec.Containers, st.EmissaryContainer); ci >= 0 {
+		if ci := inject.ContainerIndex(spec.Containers, st.EmissaryContainer); ci >= 0 {
 			c := &spec.Containers[ci]
 			container := "/spec/template/spec/containers/" + strconv.Itoa(ci)
 			appendItems(&p, "/spec/template/spec/volumes", spec.Volumes, len(st.Volumes))
@@ -113,13 +113,4 @@ func appendItems[T any](p *jsonPatch, path string, list []T, n int) {
 			p.add(path+"/-", &list[i])
 		}
 	}
-}
-
-func containerIndex(cs []corev1.Container, name string) int {
-	for i := range cs {
-		if cs[i].Name == name {
-			return i
-		}
-	}
-	return -1
 }
