@@ -19,7 +19,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +27,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/version"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -83,14 +83,28 @@ func AssetsDir() (string, error) {
 	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" && hasAssets(dir) {
 		return dir, nil
 	}
-	dirs, _ := filepath.Glob(filepath.Join(RepoRoot(), "bin", "k8s", "*"))
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
-	for _, dir := range dirs {
-		if hasAssets(dir) {
-			return dir, nil
-		}
+	if dir := newestAssets(filepath.Join(RepoRoot(), "bin", "k8s")); dir != "" {
+		return dir, nil
 	}
 	return "", errors.New("envtest: kube-apiserver, etcd and kubectl not found; run `make envtest` (or `make test`, which builds them)")
+}
+
+// newestAssets is the subdirectory of root with all three binaries whose name is the highest
+// version, compared as versions (a string sort puts v1.9 after v1.37); "" when there is none.
+// A name that is not a version is not a control plane `make envtest` built.
+func newestAssets(root string) string {
+	entries, _ := os.ReadDir(root)
+	var newest string
+	var newestVersion *version.Version
+	for _, e := range entries {
+		v, err := version.ParseSemantic(e.Name())
+		dir := filepath.Join(root, e.Name())
+		if err != nil || !hasAssets(dir) || (newestVersion != nil && !v.GreaterThan(newestVersion)) {
+			continue
+		}
+		newest, newestVersion = dir, v
+	}
+	return newest
 }
 
 func hasAssets(dir string) bool {
