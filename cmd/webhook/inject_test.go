@@ -133,3 +133,36 @@ func volumesByName(vs []corev1.Volume) map[string]corev1.Volume {
 	}
 	return m
 }
+
+// TestInjectPrintsUserVolumesAsWritten: a user's own istiod-ca-cert volume (the seed's,
+// without the defaultMode the API server would add) is printed as the user wrote it.
+func TestInjectPrintsUserVolumesAsWritten(t *testing.T) {
+	const in = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: emissary, namespace: emissary}
+spec:
+  selector: {matchLabels: {app: emissary}}
+  template:
+    metadata: {labels: {app: emissary}}
+    spec:
+      containers:
+      - {name: ambassador, image: docker.io/emissaryingress/emissary:3.10.0}
+      volumes:
+      - name: istiod-ca-cert
+        configMap: {name: istio-ca-root-cert}
+`
+	var out, diag bytes.Buffer
+	if err := injectStream(context.Background(), strings.NewReader(in), &out, &diag, inject.DefaultConfig(), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	var got appsv1.Deployment
+	if err := yaml.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Spec.Template.Spec.Containers) != 2 {
+		t.Fatalf("not injected:\n%s", out.String())
+	}
+	if v := volumesByName(got.Spec.Template.Spec.Volumes)["istiod-ca-cert"]; v.ConfigMap == nil || v.ConfigMap.DefaultMode != nil {
+		t.Errorf("the user's istiod-ca-cert volume was rewritten:\n%s", out.String())
+	}
+}

@@ -275,10 +275,14 @@ func istioWouldInject(v string) bool {
 	return false
 }
 
+// sameVolumeSource compares two volume sources with the server's defaults applied to copies:
+// a source holds pointers (configMap, projected...) into the caller's object, which
+// defaulting in place would write into.
 func sameVolumeSource(a, b corev1.Volume) bool {
-	defaultVolume(&a.VolumeSource)
-	defaultVolume(&b.VolumeSource)
-	return equality.Semantic.DeepEqual(a.VolumeSource, b.VolumeSource)
+	x, y := a.VolumeSource.DeepCopy(), b.VolumeSource.DeepCopy()
+	defaultVolume(x)
+	defaultVolume(y)
+	return equality.Semantic.DeepEqual(x, y)
 }
 
 func envValue(e corev1.EnvVar) string {
