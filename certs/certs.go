@@ -166,11 +166,30 @@ func (b *Bundle) parseCA() (*x509.Certificate, crypto.Signer, error) {
 	return cert, signer, nil
 }
 
-// WriteDir writes tls.crt, tls.key and ca.crt into dir (created if missing). The key is
-// written 0600. Each file is replaced atomically (write then rename), so a server watching
-// the directory never reads half a certificate.
+// dataLink is the symlink to the directory holding the current files, as in the volume the
+// kubelet makes of a Secret (k8s.io/kubernetes/pkg/volume/util AtomicWriter): tls.crt,
+// tls.key and ca.crt are symlinks to "..data/<name>", and "..data" points at one generation,
+// a hidden directory whose files never change once it is in place.
+const dataLink = "..data"
+
+// WriteDir writes b's tls.crt, tls.key (0600) and ca.crt into dir (created if missing), as
+// the kubelet writes a Secret volume: into a new hidden directory, then one rename of the
+// "..data" symlink makes them current together.
+//
+// What a reader sees, precisely: at every instant the three names resolve to one bundle,
+// the previous or b, never a mix. A reader that opens them one after the other can still
+// straddle the rename; Load does not (it reads again when "..data" moved meanwhile), and
+// controller-runtime's certwatcher, which opens tls.crt and then tls.key, gets a key that
+// does not match, keeps serving the previous pair and reads again on the next event (the
+// old generation's removal) or poll. When WriteDir returns an error the previous bundle is
+// still the one in place, with one exception: the first write into a directory of plain
+// files (not written this way) turns the names into links one at a time.
 func (b *Bundle) WriteDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	gen, err := os.MkdirTemp(dir, time.Now().UTC().Format("..2006_01_02_15_04_05."))
+	if err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
 	files := []struct {
@@ -183,16 +202,52 @@ func (b *Bundle) WriteDir(dir string) error {
 		{CertFile, b.CertPEM, 0o644},
 	}
 	for _, f := range files {
-		if err := writeAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+		if err := writeFile(filepath.Join(gen, f.name), f.data, f.mode); err != nil {
+			os.RemoveAll(gen)
 			return err
 		}
+	}
+	// The generation's files are complete: make it current in one rename.
+	previous, _ := os.Readlink(filepath.Join(dir, dataLink))
+	if err := replaceWithSymlink(filepath.Join(dir, dataLink), filepath.Base(gen)); err != nil {
+		os.RemoveAll(gen)
+		return err
+	}
+	for _, f := range files {
+		link, target := filepath.Join(dir, f.name), filepath.Join(dataLink, f.name)
+		if current, err := os.Readlink(link); err == nil && current == target {
+			continue
+		}
+		if err := replaceWithSymlink(link, target); err != nil {
+			return err
+		}
+	}
+	// Nothing reads the previous generation any more, but a reader that resolved "..data"
+	// just before the rename: it gets "no such file" and reads again.
+	if previous != "" && previous != filepath.Base(gen) && !filepath.IsAbs(previous) {
+		_ = os.RemoveAll(filepath.Join(dir, previous))
 	}
 	return nil
 }
 
 // Load reads a certificate directory and checks that the key matches the certificate.
-// It returns the CA bundle (ca.crt, or nil when the directory has none).
-func Load(dir string) (tls.Certificate, []byte, error) {
+// It returns the CA bundle (ca.crt, or nil when the directory has none). In a directory
+// WriteDir wrote, the three files always come from one bundle.
+func Load(dir string) (pair tls.Certificate, ca []byte, err error) {
+	// Like a seqlock: read, then check that "..data" still points where it did before. A
+	// generation's name is never reused, so an unchanged target means nothing moved.
+	for range 5 {
+		before, _ := os.Readlink(filepath.Join(dir, dataLink))
+		pair, ca, err = loadFiles(dir)
+		after, _ := os.Readlink(filepath.Join(dir, dataLink))
+		if before == after {
+			break
+		}
+	}
+	return pair, ca, err
+}
+
+func loadFiles(dir string) (tls.Certificate, []byte, error) {
 	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
 	if err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("certs: loading %s: %w", dir, err)
@@ -255,24 +310,35 @@ func serial() *big.Int {
 	return n
 }
 
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+func writeFile(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+	if _, err := f.Write(data); err != nil {
+		f.Close()
 		return fmt.Errorf("certs: writing %s: %w", path, err)
 	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
+	if err := f.Chmod(mode); err != nil { // whatever the umask
+		f.Close()
 		return fmt.Errorf("certs: %w", err)
 	}
-	if err := tmp.Close(); err != nil {
+	if err := f.Close(); err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	return nil
+}
+
+// replaceWithSymlink points path at target in one rename, whatever path was before (nothing,
+// a link, a plain file).
+func replaceWithSymlink(path, target string) error {
+	tmp := path + ".tmp"
+	_ = os.Remove(tmp) // left by a write that failed
+	if err := os.Symlink(target, tmp); err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("certs: %w", err)
 	}
 	return nil
