@@ -8,6 +8,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/emissary-istio/emissary-istio-webhook/certs/selfsigned"
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/mutate"
 )
@@ -34,11 +35,15 @@ func newServeCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("serve: kubernetes client configuration: %w", err)
 			}
-			var keeper *caBundleKeeper
+			var keeper *selfsigned.Keeper
 			if selfSigned.enabled {
-				// Before the server: it reads the certificate directory when it starts.
-				if keeper, err = newCABundleKeeper(restCfg, selfSigned, opts.CertDir, ctrl.Log.WithName("self-signed")); err != nil {
+				keeperOpts, err := selfSigned.keeperOptions(opts.CertDir)
+				if err != nil {
 					return err
+				}
+				// Before the server: it reads the certificate directory when it starts.
+				if keeper, err = selfsigned.New(restCfg, keeperOpts, ctrl.Log.WithName("self-signed")); err != nil {
+					return fmt.Errorf("serve: %w", err)
 				}
 			}
 			srv, err := mutate.NewServer(restCfg, opts)
@@ -46,7 +51,10 @@ func newServeCommand() *cobra.Command {
 				return err
 			}
 			if keeper != nil {
-				if err := keeper.addTo(srv.Manager); err != nil {
+				if err := srv.Manager.Add(keeper); err != nil {
+					return err
+				}
+				if err := srv.Manager.AddReadyzCheck("ca-bundle", keeper.Ready); err != nil {
 					return err
 				}
 			}
