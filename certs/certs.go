@@ -259,25 +259,6 @@ func loadFiles(dir string) (tls.Certificate, []byte, error) {
 	return pair, ca, nil
 }
 
-// NeedsRenewal reports whether the serving certificate in dir is missing, unreadable, not
-// valid for every host, or expires within margin.
-func NeedsRenewal(dir string, hosts []string, margin time.Duration, now time.Time) bool {
-	pair, _, err := Load(dir)
-	if err != nil || len(pair.Certificate) == 0 {
-		return true
-	}
-	cert, err := x509.ParseCertificate(pair.Certificate[0])
-	if err != nil {
-		return true
-	}
-	for _, h := range hosts {
-		if cert.VerifyHostname(h) != nil {
-			return true
-		}
-	}
-	return now.Add(margin).After(cert.NotAfter)
-}
-
 // CAPool returns a pool holding the PEM certificates in ca, for clients of the webhook.
 func CAPool(ca []byte) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()

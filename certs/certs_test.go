@@ -52,37 +52,6 @@ func TestGenerateWriteLoadVerify(t *testing.T) {
 	}
 }
 
-func TestNeedsRenewal(t *testing.T) {
-	now := time.Now()
-	dir := t.TempDir()
-	hosts := []string{"localhost"}
-	if !NeedsRenewal(dir, hosts, time.Hour, now) {
-		t.Fatal("an empty directory needs a certificate")
-	}
-	b, err := Generate(Options{Hosts: hosts, Validity: 48 * time.Hour, Now: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.WriteDir(dir); err != nil {
-		t.Fatal(err)
-	}
-	cases := []struct {
-		name   string
-		hosts  []string
-		margin time.Duration
-		want   bool
-	}{
-		{"fresh", hosts, time.Hour, false},
-		{"inside margin", hosts, 72 * time.Hour, true},
-		{"new host", []string{"localhost", "webhook.svc"}, time.Hour, true},
-	}
-	for _, c := range cases {
-		if got := NeedsRenewal(dir, c.hosts, c.margin, now); got != c.want {
-			t.Errorf("%s: NeedsRenewal = %v, want %v", c.name, got, c.want)
-		}
-	}
-}
-
 func TestGenerateNeedsAHost(t *testing.T) {
 	if _, err := Generate(Options{}); err == nil {
 		t.Fatal("want an error without hosts")

@@ -33,7 +33,9 @@ func Ensure(dir string, opts Options, margin time.Duration) (ca []byte, why stri
 }
 
 // Verify checks that dir holds a key pair whose certificate ca.crt (in dir) verifies for
-// every host, now and margin from now, and returns ca.crt.
+// every host, now and margin from now, and returns ca.crt. It is the one rule for "this
+// certificate is still good": Ensure applies it at start and the --self-signed keeper
+// before every renewal.
 func Verify(dir string, hosts []string, margin time.Duration, now time.Time) ([]byte, error) {
 	pair, ca, err := Load(dir)
 	if err != nil {

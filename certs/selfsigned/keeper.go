@@ -221,11 +221,12 @@ func (k *Keeper) sync(ctx context.Context) error {
 	return err
 }
 
-// renewIfDue replaces the certificate when a third of its validity is left. The new CA is
-// made trusted first and the old one stays trusted, so whichever certificate an API server
-// sees verifies.
+// renewIfDue replaces the certificate when certs.Verify, the rule New applies at start,
+// rejects it: a third of its validity is left, or ca.crt, the key or the hosts no longer go
+// with it. The new CA is made trusted first and the old one stays trusted, so whichever
+// certificate an API server sees verifies.
 func (k *Keeper) renewIfDue(ctx context.Context) {
-	if !certs.NeedsRenewal(k.certDir, k.opts.Hosts, k.renewBefore(), time.Now()) {
+	if _, err := certs.Verify(k.certDir, k.opts.Hosts, k.renewBefore(), time.Now()); err == nil {
 		return
 	}
 	next, err := certs.Generate(k.opts)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -117,6 +118,34 @@ func TestKeeperTrustsItsCA(t *testing.T) {
 	clearCABundles(t, k)
 	if err := k.sync(ctx); err != nil {
 		t.Fatal(err)
+	}
+	checkTrusted(t, k, servedCA(t, k))
+}
+
+// TestKeeperRenewsWhatEnsureWouldReplace: renewal and start judge a certificate directory
+// by the same rule (certs.Verify). A certificate that is far from expiry but that ca.crt
+// does not verify, here because ca.crt is another CA, is replaced, and the CA then served is
+// the one the caBundle trusts.
+func TestKeeperRenewsWhatEnsureWouldReplace(t *testing.T) {
+	k := newKeeper(t, 40*time.Second)
+	ctx := context.Background()
+	if err := k.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other, err := certs.Generate(certs.Options{Hosts: []string{"127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(k.certDir, certs.CAFile), other.CACert, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := certs.Verify(k.certDir, k.opts.Hosts, k.renewBefore(), time.Now()); err == nil {
+		t.Fatal("the spoiled directory still verifies")
+	}
+
+	k.renewIfDue(ctx)
+	if _, err := certs.Verify(k.certDir, k.opts.Hosts, k.renewBefore(), time.Now()); err != nil {
+		t.Fatalf("not renewed: %v", err)
 	}
 	checkTrusted(t, k, servedCA(t, k))
 }
