@@ -246,6 +246,9 @@ func (k *Keeper) renewIfDue(ctx context.Context) {
 	case <-time.After(min(maxPropagationDelay, k.opts.Validity/20)):
 	}
 	if err := next.WriteDir(k.certDir); err != nil {
+		// The previous certificate is still the one served (WriteDir's promise): keep its
+		// CA trusted, and try again at the next check.
+		k.setCA(previous)
 		k.log.Error(err, "writing the renewed certificate")
 		return
 	}

@@ -1,6 +1,7 @@
 package selfsigned
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -148,4 +149,35 @@ func TestKeeperRenewsWhatEnsureWouldReplace(t *testing.T) {
 		t.Fatalf("not renewed: %v", err)
 	}
 	checkTrusted(t, k, servedCA(t, k))
+}
+
+// TestKeeperKeepsServedCAWhenWriteFails: a renewal whose new certificate cannot be written
+// leaves the previous one served, so the keeper must go on keeping the previous CA trusted,
+// as it does when the caBundle update fails. Here the directory has become a plain file.
+func TestKeeperKeepsServedCAWhenWriteFails(t *testing.T) {
+	k := newKeeper(t, 40*time.Second)
+	ctx := context.Background()
+	if err := k.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	served := servedCA(t, k)
+	if err := os.RemoveAll(k.certDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(k.certDir, []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	k.renewIfDue(ctx) // trusts a new CA, then cannot write its certificate
+	if !bytes.Equal(k.currentCA(), served) {
+		t.Fatal("after a failed write the keeper keeps a CA whose certificate is not served")
+	}
+	clearCABundles(t, k)
+	if err := k.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkTrusted(t, k, served)
+	if err := k.Ready(nil); err != nil {
+		t.Fatalf("not ready: %v", err)
+	}
 }
