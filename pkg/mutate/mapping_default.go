@@ -1,9 +1,12 @@
 package mutate
 
 // Mapping defaulting: the pure decision whether a getambassador.io Mapping gets
-// `spec.tls: <TLSContext>` (and its port pinned to 80). See DESIGN.md "Mapping defaulting".
+// `spec.tls: <TLSContext>` (and its port pinned to 80). It does when spec.tls is absent,
+// spec.service has no scheme and is not an IP address, the namespace it means (Emissary's
+// rule, ParseService) is meshed, the resolver is one of Emissary's Kubernetes resolvers,
+// and the Mapping does not opt out.
 //
-// Decisions taken here, beyond the design text:
+// The finer points:
 //   - `spec.tls: null` counts as absent (a merge patch null deletes the field, so the stored
 //     object never has it). Any other value is the user's: true, false, a name, and also ""
 //     (Emissary reads "" like false, "defer to the service"; a v2 user who wrote it meant it).

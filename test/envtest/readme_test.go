@@ -1,9 +1,11 @@
 package envtest
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -58,4 +60,59 @@ func configKeys(typ reflect.Type, prefix string) []string {
 		keys = append(keys, prefix+name)
 	}
 	return keys
+}
+
+// TestReferencedDocumentsExist: a comment or a document that sends the reader to a
+// Markdown file names one the repository has (from its root or from the referring file's
+// directory), not one that lives elsewhere.
+func TestReferencedDocumentsExist(t *testing.T) {
+	root := RepoRoot()
+	mention := regexp.MustCompile(`[A-Za-z0-9_./-]*[A-Za-z0-9_-]\.md\b`)
+	checked := 0
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if name := d.Name(); path != root && (strings.HasPrefix(name, ".") || name == "bin" || name == "testdata") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		switch filepath.Ext(path) {
+		case ".go", ".md", ".yaml":
+		default:
+			if d.Name() != "Makefile" {
+				return nil
+			}
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		for i, line := range strings.Split(string(raw), "\n") {
+			for _, ref := range mention.FindAllString(line, -1) {
+				if strings.Contains(line, "://"+ref) || strings.Contains(line, "/"+ref) {
+					continue // part of a URL or of a longer path already matched
+				}
+				checked++
+				if !exists(filepath.Join(root, ref)) && !exists(filepath.Join(filepath.Dir(path), ref)) {
+					t.Errorf("%s:%d refers to %s, which is not in the repository", rel, i+1, ref)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if checked == 0 {
+		t.Fatal("no reference to a Markdown file found: the pattern is broken")
+	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
