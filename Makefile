@@ -67,6 +67,15 @@ test: $(ENVTEST_BINARIES) ## Unit tests, envtest suites, kubectl end-to-end test
 	go test -count=1 ./...
 	$(MAKE) --no-print-directory test-race fuzz-short
 
+# The packages whose tests compare with golden files (they import test/golden).
+GOLDEN_PKGS = $(shell go list -f '{{.ImportPath}}{{range .TestImports}} {{.}}{{end}}{{range .XTestImports}} {{.}}{{end}}' ./... | \
+	awk '/ [^ ]*\/test\/golden( |$$)/ {print $$1}')
+
+.PHONY: golden
+golden: ## Rewrite the golden files (testdata/*.golden.*) from the current output; review the diff.
+	UPDATE_GOLDEN=1 go test -count=1 $(GOLDEN_PKGS)
+	@git diff --stat -- '*.golden.*'
+
 # The race detector over the packages that run concurrently in the server, and over 1,000
 # concurrent admissions against the real HTTPS server. (The whole envtest package under -race
 # would add minutes of kubectl-driven tests that exercise no more concurrency.)

@@ -1,9 +1,6 @@
 package certs
 
 import (
-	// Accept -update like every test package, so that `go test ./... -update` runs.
-	_ "github.com/emissary-istio/emissary-istio-webhook/test/golden"
-
 	"crypto/x509"
 	"encoding/pem"
 	"errors"

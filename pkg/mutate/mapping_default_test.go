@@ -377,7 +377,7 @@ type mdGolden struct {
 	Mapping map[string]interface{} `json:"mapping"`
 }
 
-// TestMappingGolden: testdata/mapping/NAME.yaml → NAME.golden.yaml (go test -update rewrites).
+// TestMappingGolden: testdata/mapping/NAME.yaml → NAME.golden.yaml (make golden rewrites them).
 func TestMappingGolden(t *testing.T) {
 	inputs, err := filepath.Glob(filepath.Join("testdata", "mapping", "*.yaml"))
 	if err != nil {

@@ -1,15 +1,12 @@
 package envtest
 
 import (
-	"github.com/go-logr/logr"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
-
-	// Accept -update like every test package, so that `go test ./... -update` runs.
-	_ "github.com/emissary-istio/emissary-istio-webhook/test/golden"
-
 	"fmt"
 	"os"
 	"testing"
+
+	"github.com/go-logr/logr"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // env is the control plane with the webhook registered that every test in this package
