@@ -35,7 +35,7 @@ FUZZTIME ?= 10m
 FUZZTIME_SHORT ?= 8s
 FUZZMINIMIZETIME ?= 5s
 FUZZFLAGS ?=
-FUZZ_PKGS := ./pkg/inject ./pkg/mutate
+FUZZ_PKGS := ./pkg/inject ./pkg/mapping ./pkg/mutate
 
 .PHONY: help
 help: ## List the targets.

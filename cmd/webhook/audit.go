@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
-	"github.com/emissary-istio/emissary-istio-webhook/pkg/mutate"
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/mapping"
 )
 
 // errFindings makes `webhook audit` exit non-zero when something would change, like
@@ -96,12 +96,11 @@ func audit(ctx context.Context, c client.Client, cfg *inject.Config, out io.Writ
 	if err != nil {
 		return 0, err
 	}
-	var lookupErr error
-	lookup := mutate.MeshLookupFor(ctx, mutate.NamespaceCache{Reader: c}, cfg.MeshedSelectors(), func(err error) { lookupErr = err })
+	lookup := cfg.Mapping.Lookup(ctx, apiNamespaces{c})
 	for _, m := range mappings {
-		dec := mutate.DecideMapping(m.Object, cfg.Mapping.TLSContext, lookup)
-		if lookupErr != nil {
-			return 0, fmt.Errorf("audit: looking up namespaces: %w", lookupErr)
+		dec, err := mapping.Decide(m.Object, &cfg.Mapping, lookup)
+		if err != nil {
+			return 0, fmt.Errorf("audit: looking up namespaces: %w", err)
 		}
 		if dec.Changed() {
 			found++

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -18,7 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
-	"github.com/emissary-istio/emissary-istio-webhook/pkg/mutate"
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/mapping"
 )
 
 func newInjectCommand() *cobra.Command {
@@ -31,8 +32,8 @@ func newInjectCommand() *cobra.Command {
 		Short: "Print a YAML stream as the webhook would make the cluster store it",
 		Long: `inject reads a multi-document YAML stream and writes it back with every Emissary
 Deployment injected and every Mapping defaulted exactly as the admission webhook would do
-it (the same functions). Other documents are written back as they were read. What was done
-and why goes to stderr.
+it: it applies the very patch the webhook answers with. Other documents are written back as
+they were read. What was done and why goes to stderr.
 
 Whether a Mapping's upstream namespace is meshed comes from Namespace documents in the
 stream, from --meshed-namespaces, and from a live cluster with --kubeconfig.
@@ -52,7 +53,7 @@ stream, from --meshed-namespaces, and from a live cluster with --kubeconfig.
 				return err
 			}
 			defer closeIn()
-			var live mutate.NamespaceLabels
+			var live mapping.Namespaces
 			if kubeconfig != "" {
 				if live, err = liveNamespaces(kubeconfig); err != nil {
 					return err
@@ -80,7 +81,7 @@ func openInput(name string, stdin io.Reader) (io.Reader, func(), error) {
 	return f, func() { f.Close() }, nil
 }
 
-func liveNamespaces(kubeconfig string) (mutate.NamespaceLabels, error) {
+func liveNamespaces(kubeconfig string) (mapping.Namespaces, error) {
 	restCfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("inject: kubeconfig %s: %w", kubeconfig, err)
@@ -89,7 +90,7 @@ func liveNamespaces(kubeconfig string) (mutate.NamespaceLabels, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inject: %w", err)
 	}
-	return mutate.NamespaceCache{Reader: c}, nil
+	return apiNamespaces{c}, nil
 }
 
 // document is one YAML document of the stream and what it says it is.
@@ -101,12 +102,12 @@ type document struct {
 
 // injectStream is `webhook inject`: read every document first (Namespaces anywhere in the
 // stream count for Mappings anywhere in it), then write each back, changed or as it was.
-func injectStream(ctx context.Context, in io.Reader, out, diag io.Writer, cfg *inject.Config, meshed []string, live mutate.NamespaceLabels) error {
+func injectStream(ctx context.Context, in io.Reader, out, diag io.Writer, cfg *inject.Config, meshed []string, live mapping.Namespaces) error {
 	docs, err := readDocuments(in)
 	if err != nil {
 		return err
 	}
-	known := mutate.StaticNamespaces{}
+	known := mapping.StaticNamespaces{}
 	for _, d := range docs {
 		if d.APIVersion == "v1" && d.Kind == "Namespace" {
 			var ns struct {
@@ -142,40 +143,78 @@ func injectStream(ctx context.Context, in io.Reader, out, diag io.Writer, cfg *i
 }
 
 // transform returns what one document becomes and the messages kubectl would have shown.
-func transform(ctx context.Context, d document, cfg *inject.Config, namespaces mutate.NamespaceLabels) ([]byte, []string, error) {
+// A Deployment or a Mapping becomes what the webhook's own patch makes of it: the CLI
+// decodes, decides and patches with the functions the admission handlers call, then
+// applies the patch as the API server would.
+func transform(ctx context.Context, d document, cfg *inject.Config, namespaces mapping.Namespaces) ([]byte, []string, error) {
 	switch {
 	case d.APIVersion == "apps/v1" && d.Kind == "Deployment":
-		var dep appsv1.Deployment
-		if err := yaml.UnmarshalStrict(d.raw, &dep); err != nil {
+		// What kubectl apply --validate=strict would reject is an error here too.
+		if err := yaml.UnmarshalStrict(d.raw, &appsv1.Deployment{}); err != nil {
 			return nil, nil, err
 		}
-		res := inject.Deployment(&dep, cfg)
+		raw, err := yaml.YAMLToJSON(d.raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		dep, err := inject.DecodeDeployment(raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		res, patch, err := inject.DeploymentPatch(dep, cfg)
+		if err != nil {
+			return nil, nil, err
+		}
 		msgs := warnings(res.Warnings)
-		if !res.Changed() {
+		if patch == nil {
 			return d.raw, msgs, nil
 		}
-		out, err := marshalClean(&dep)
+		out, err := applyPatch(raw, patch, true)
 		return out, append([]string{"Injected: " + res.Message}, msgs...), err
 	case strings.HasPrefix(d.APIVersion, "getambassador.io/") && d.Kind == "Mapping":
-		var obj map[string]interface{}
-		if err := yaml.Unmarshal(d.raw, &obj); err != nil {
+		raw, err := yaml.YAMLToJSON(d.raw)
+		if err != nil {
 			return nil, nil, err
 		}
-		var lookupErr error
-		lookup := mutate.MeshLookupFor(ctx, namespaces, cfg.MeshedSelectors(), func(err error) { lookupErr = err })
-		dec := mutate.DecideMapping(obj, cfg.Mapping.TLSContext, lookup)
-		if lookupErr != nil {
-			return nil, nil, fmt.Errorf("looking up namespaces: %w", lookupErr)
+		obj, err := mapping.Decode(raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		dec, err := mapping.Decide(obj, &cfg.Mapping, cfg.Mapping.Lookup(ctx, namespaces))
+		if err != nil {
+			return nil, nil, fmt.Errorf("looking up namespaces: %w", err)
 		}
 		msgs := warnings(dec.Warnings)
-		if !dec.Changed() {
-			return d.raw, msgs, nil
+		patch, err := mapping.Patch(obj, dec)
+		if err != nil || patch == nil {
+			return d.raw, msgs, err
 		}
-		mutate.ApplyMappingDecision(obj, dec)
-		out, err := yaml.Marshal(obj)
+		out, err := applyPatch(raw, patch, false)
 		return out, msgs, err
 	}
 	return d.raw, nil, nil
+}
+
+// applyPatch applies patch to doc (JSON) and returns the result as YAML. With prune it
+// leaves out the empty fields that typed encoding writes into a Deployment patch's values
+// and that a user never writes (see pruneGenerated).
+func applyPatch(doc, patch []byte, prune bool) ([]byte, error) {
+	ops, err := jsonpatch.DecodePatch(patch)
+	if err != nil {
+		return nil, err
+	}
+	out, err := ops.Apply(doc)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]interface{}
+	if err := yaml.Unmarshal(out, &m); err != nil {
+		return nil, err
+	}
+	if prune {
+		pruneGenerated(m)
+	}
+	return yaml.Marshal(m)
 }
 
 func warnings(ws []string) []string {
@@ -208,22 +247,9 @@ func readDocuments(in io.Reader) ([]document, error) {
 	}
 }
 
-// marshalClean writes an object as YAML without the empty fields that typed encoding adds
-// and a user never wrote (status: {}, strategy: {}, resources: {}, creationTimestamp: null).
-// Only those: other empty objects (emptyDir: {}) mean something.
-func marshalClean(obj interface{}) ([]byte, error) {
-	j, err := yaml.Marshal(obj)
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]interface{}
-	if err := yaml.Unmarshal(j, &m); err != nil {
-		return nil, err
-	}
-	pruneGenerated(m)
-	return yaml.Marshal(m)
-}
-
+// pruneGenerated removes the empty fields that typed encoding adds and a user never wrote
+// (status: {}, strategy: {}, resources: {}, creationTimestamp: null). Only those: other empty
+// objects (emptyDir: {}) mean something.
 func pruneGenerated(m map[string]interface{}) {
 	for k, v := range m {
 		switch {
@@ -249,18 +275,4 @@ func pruneGenerated(m map[string]interface{}) {
 func isEmptyMap(v interface{}) bool {
 	m, ok := v.(map[string]interface{})
 	return ok && len(m) == 0
-}
-
-// layered asks first, then (when set and first does not know the namespace) then.
-type layered struct {
-	first mutate.NamespaceLabels
-	then  mutate.NamespaceLabels
-}
-
-func (l layered) NamespaceLabels(ctx context.Context, name string) (map[string]string, bool, error) {
-	lbls, found, err := l.first.NamespaceLabels(ctx, name)
-	if found || err != nil || l.then == nil {
-		return lbls, found, err
-	}
-	return l.then.NamespaceLabels(ctx, name)
 }

@@ -15,10 +15,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/mapping"
 )
 
 // Config file identity. The file is versioned so that its schema can change later without
@@ -36,23 +37,17 @@ const (
 	DefaultTrustDomain  = "cluster.local"
 	DefaultMeshID       = "cluster.local"
 	DefaultClusterID    = "Kubernetes"
-	DefaultTLSContext   = "istio-upstream"
 
 	JWTPolicyThirdParty = "third-party-jwt"
 	JWTPolicyFirstParty = "first-party-jwt"
 )
 
-// DefaultMeshedNamespaceSelectors mirror Istio's own injection rules: injection enabled by
-// label, or a revision label without an explicit opt-out.
-var DefaultMeshedNamespaceSelectors = []string{
-	"istio-injection=enabled",
-	"istio.io/rev,istio-injection!=disabled",
-}
-
 // Config is the webhook's configuration file (YAML), versioned.
 //
 // Use DefaultConfig, ParseConfig or LoadConfig to get one: they apply the defaults and
 // compile the namespace selectors. A Config is read-only once loaded and safe to share.
+// The file is one document with one strict decoder and one Validate that reports every
+// problem at once; its `mapping` section is pkg/mapping's Config.
 type Config struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
@@ -71,19 +66,8 @@ type Config struct {
 	ProxyResources   corev1.ResourceRequirements `json:"proxyResources"`
 	ImagePullPolicy  corev1.PullPolicy           `json:"imagePullPolicy"`
 
-	// Mapping defaulting settings (used by pkg/mutate; only stored and validated here).
-	Mapping MappingConfig `json:"mapping"`
-
-	meshedSelectors []labels.Selector // compiled by Validate
-}
-
-// MappingConfig holds the Mapping defaulting settings.
-type MappingConfig struct {
-	// TLSContext is the name written into spec.tls of Mappings to meshed services.
-	TLSContext string `json:"tlsContext"`
-	// A namespace is meshed when ANY of these label selectors matches its labels. An explicit
-	// empty list means no namespace is meshed (Mapping defaulting is off).
-	MeshedNamespaceSelectors []string `json:"meshedNamespaceSelectors"`
+	// Mapping defaulting settings, read by pkg/mapping.
+	Mapping mapping.Config `json:"mapping"`
 }
 
 // DefaultConfig returns a fully defaulted, valid configuration.
@@ -192,10 +176,7 @@ func (c *Config) applyDefaults() {
 	if c.ImagePullPolicy == "" {
 		c.ImagePullPolicy = corev1.PullIfNotPresent
 	}
-	setDefault(&c.Mapping.TLSContext, DefaultTLSContext)
-	if c.Mapping.MeshedNamespaceSelectors == nil {
-		c.Mapping.MeshedNamespaceSelectors = append([]string(nil), DefaultMeshedNamespaceSelectors...)
-	}
+	c.Mapping.ApplyDefaults()
 }
 
 func setDefault(field *string, value string) {
@@ -208,7 +189,7 @@ func setDefault(field *string, value string) {
 var imageTag = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
 
 // Validate checks every key and reports all problems at once, each naming its key. It also
-// compiles the meshed-namespace selectors returned by MeshedSelectors.
+// compiles the meshed-namespace selectors of the mapping section.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
@@ -256,22 +237,8 @@ func (c *Config) Validate() error {
 	default:
 		bad("imagePullPolicy", "must be one of Always, IfNotPresent, Never")
 	}
-	for _, m := range validation.IsDNS1123Subdomain(c.Mapping.TLSContext) {
-		bad("mapping.tlsContext", "%s", m)
-	}
-	c.meshedSelectors = nil
-	for i, s := range c.Mapping.MeshedNamespaceSelectors {
-		key := fmt.Sprintf("mapping.meshedNamespaceSelectors[%d]", i)
-		if strings.TrimSpace(s) == "" {
-			bad(key, "must not be empty (it would match every namespace)")
-			continue
-		}
-		sel, err := labels.Parse(s)
-		if err != nil {
-			bad(key, "invalid label selector %q: %v", s, err)
-			continue
-		}
-		c.meshedSelectors = append(c.meshedSelectors, sel)
+	for _, err := range c.Mapping.Validate() {
+		errs = append(errs, fmt.Errorf("mapping.%w", err))
 	}
 	if len(errs) == 0 {
 		return nil
@@ -324,11 +291,6 @@ func joinSorted(errs []error, sep string) string {
 // Image is the istio-proxy image reference.
 func (c *Config) Image() string {
 	return c.Hub + "/proxyv2:" + c.IstioVersion
-}
-
-// MeshedSelectors are the compiled mapping.meshedNamespaceSelectors.
-func (c *Config) MeshedSelectors() []labels.Selector {
-	return c.meshedSelectors
 }
 
 // SidecarHash is a short stable hash of exactly the settings that shape the injected

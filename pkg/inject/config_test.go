@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"k8s.io/apimachinery/pkg/labels"
 )
 
 const header = "apiVersion: emissary-istio.io/v1alpha1\nkind: WebhookConfig\n"
@@ -135,9 +133,8 @@ func TestLoadConfig(t *testing.T) {
 	if c.Image() != "docker.io/istio/proxyv2:1.27.3" {
 		t.Errorf("image %s", c.Image())
 	}
-	sels := c.MeshedSelectors()
-	if len(sels) != 1 || !sels[0].Matches(labels.Set{"mesh": "on"}) || sels[0].Matches(labels.Set{"mesh": "off"}) {
-		t.Errorf("selectors %v", sels)
+	if !c.Mapping.Meshed(map[string]string{"mesh": "on"}) || c.Mapping.Meshed(map[string]string{"istio-injection": "enabled"}) {
+		t.Errorf("the configured selectors are not the ones matched: %v", c.Mapping.MeshedNamespaceSelectors)
 	}
 	for _, path := range []string{bad, filepath.Join(dir, "missing.yaml")} {
 		if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), path) {
@@ -146,34 +143,12 @@ func TestLoadConfig(t *testing.T) {
 	}
 }
 
-func TestMeshedSelectorsDefault(t *testing.T) {
-	sels := DefaultConfig().MeshedSelectors()
-	meshed := func(l labels.Set) bool {
-		for _, s := range sels {
-			if s.Matches(l) {
-				return true
-			}
-		}
-		return false
-	}
-	for _, tc := range []struct {
-		labels labels.Set
-		want   bool
-	}{
-		{labels.Set{"istio-injection": "enabled"}, true},
-		{labels.Set{"istio.io/rev": "1-28"}, true},
-		{labels.Set{"istio.io/rev": "1-28", "istio-injection": "disabled"}, false},
-		{labels.Set{"istio-injection": "disabled"}, false},
-		{labels.Set{}, false},
-	} {
-		if got := meshed(tc.labels); got != tc.want {
-			t.Errorf("%v: meshed = %v, want %v", tc.labels, got, tc.want)
-		}
-	}
-	// An explicit empty list turns Mapping defaulting off instead of restoring the defaults.
+// An explicit empty list of selectors turns Mapping defaulting off instead of restoring the
+// defaults.
+func TestMeshedSelectorsExplicitlyEmpty(t *testing.T) {
 	c, err := ParseConfig([]byte(header + "mapping: {meshedNamespaceSelectors: []}"))
-	if err != nil || len(c.MeshedSelectors()) != 0 {
-		t.Errorf("explicit empty list: %v, %v", c, err)
+	if err != nil || c.Mapping.Meshed(map[string]string{"istio-injection": "enabled"}) {
+		t.Errorf("explicit empty list: %+v, %v", c.Mapping, err)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/mapping"
 )
 
 // The fuzz targets here drive the real handlers with admission requests built from fuzzed
@@ -43,7 +44,7 @@ var (
 
 // fzNamespaces is the mesh the Mapping target sees: default (istio-injection) and istio-ns
 // (a revision label) are meshed, plain is not, every other namespace does not exist.
-var fzNamespaces = StaticNamespaces{
+var fzNamespaces = mapping.StaticNamespaces{
 	"default":  {"istio-injection": "enabled"},
 	"istio-ns": {"istio.io/rev": "1-28"},
 	"plain":    {},
@@ -275,7 +276,7 @@ func FuzzAdmitDeployment(f *testing.F) {
 }
 
 func FuzzAdmitMapping(f *testing.F) {
-	for _, seed := range fzSeeds(f, filepath.Join("testdata", "mapping")) {
+	for _, seed := range fzSeeds(f, filepath.Join("..", "mapping", "testdata")) {
 		f.Add(seed, "default")
 	}
 	f.Add([]byte(`{"kind":"Mapping","metadata":{"annotations":{"emissary-istio.io/defaulted-tls":"istio-upstream"}},"spec":{"service":"web.plain:80","tls":"istio-upstream"}}`), "ambassador")
@@ -305,7 +306,7 @@ func FuzzAdmitMapping(f *testing.F) {
 		if tls, ok := spec["tls"]; ok && tls != nil {
 			meta, _ := before["metadata"].(map[string]interface{})
 			ann, _ := meta["annotations"].(map[string]interface{})
-			if own, _ := ann[AnnotationMappingDefaulted].(string); own == "" || own != tls {
+			if own, _ := ann[mapping.AnnotationDefaulted].(string); own == "" || own != tls {
 				t.Fatalf("changed a Mapping whose tls the user set: %s\npatch: %s", doc, resp.Patch)
 			}
 		}
@@ -322,7 +323,7 @@ func FuzzAdmitMapping(f *testing.F) {
 		for _, m := range []map[string]interface{}{before, after} {
 			fzDelete(m, "spec", "tls")
 			fzDelete(m, "spec", "service")
-			fzDelete(m, "metadata", "annotations", AnnotationMappingDefaulted)
+			fzDelete(m, "metadata", "annotations", mapping.AnnotationDefaulted)
 			if meta, ok := m["metadata"].(map[string]interface{}); ok {
 				if a, ok := meta["annotations"].(map[string]interface{}); ok && len(a) == 0 {
 					delete(meta, "annotations")

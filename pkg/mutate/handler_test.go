@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/mapping"
 )
 
 // review builds the admission request the API server would send for the YAML in file (or
@@ -158,10 +159,10 @@ func TestDeploymentHandler(t *testing.T) {
 	}
 }
 
-// TestMappingHandler: the handler's patch does what DecideMapping decided, on objects with
+// TestMappingHandler: the handler's patch does what mapping.Decide decided, on objects with
 // and without annotations, and is stable when admitted again.
 func TestMappingHandler(t *testing.T) {
-	namespaces := StaticNamespaces{
+	namespaces := mapping.StaticNamespaces{
 		"default": {"istio-injection": "enabled"},
 		"plain":   {},
 	}
@@ -221,7 +222,7 @@ func TestHandlersPassThrough(t *testing.T) {
 	cfg := NewConfigHolder(inject.DefaultConfig())
 	handlers := map[string]admission.Handler{
 		"deployment": &DeploymentHandler{Config: cfg, Metrics: NewMetrics(nil)},
-		"mapping":    &MappingHandler{Config: cfg, Namespaces: StaticNamespaces{}, Metrics: NewMetrics(nil)},
+		"mapping":    &MappingHandler{Config: cfg, Namespaces: mapping.StaticNamespaces{}, Metrics: NewMetrics(nil)},
 	}
 	kinds := map[string]metav1.GroupVersionKind{"deployment": deploymentGVK, "mapping": mappingV2GVK}
 	cases := []struct {
@@ -243,7 +244,7 @@ func TestHandlersPassThrough(t *testing.T) {
 	for hname, h := range handlers {
 		for _, c := range cases {
 			if hname == "mapping" && c.name == "spec of the wrong type" {
-				continue // a Mapping is read as unstructured: DecideMapping skips it (bad-spec)
+				continue // a Mapping is read as unstructured: mapping.Decide skips it (bad-spec)
 			}
 			t.Run(hname+"/"+c.name, func(t *testing.T) {
 				kind := kinds[hname]

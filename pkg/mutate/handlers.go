@@ -8,11 +8,9 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
-	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
-	kjson "sigs.k8s.io/json"
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
 )
@@ -42,8 +40,8 @@ func (h *ConfigHolder) Store(cfg *inject.Config) { h.p.Store(cfg) }
 
 var deploymentKind = schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
 
-// DeploymentHandler injects the istio-proxy sidecar into Emissary Deployments by calling
-// inject.Deployment, the same function the offline `webhook inject` uses.
+// DeploymentHandler injects the istio-proxy sidecar into Emissary Deployments: it answers
+// with inject.DeploymentPatch, the patch the offline `webhook inject` applies.
 type DeploymentHandler struct {
 	Config  *ConfigHolder
 	Metrics *Metrics
@@ -55,30 +53,24 @@ func (h *DeploymentHandler) Handle(ctx context.Context, req admission.Request) a
 	if resp, done := h.precheck(req, start); done {
 		return resp
 	}
-	var d appsv1.Deployment
-	// Case-sensitive, as the API server decodes: encoding/json would also read "Spec" as
-	// spec, and the patch (which addresses /spec/...) would then not apply to the object.
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &d); err != nil {
+	d, err := inject.DecodeDeployment(req.Object.Raw)
+	if err != nil {
 		h.Metrics.failed(kindDeployment, "decode", start)
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("request.object is not a valid apps/v1 Deployment: %w", err))
 	}
 	if d.Namespace == "" {
 		d.Namespace = req.Namespace
 	}
-	_, injectedBefore := d.Spec.Template.Annotations[inject.AnnotationStatus]
-	hadVolumes := len(d.Spec.Template.Spec.Volumes) > 0
-
-	res := inject.Deployment(&d, h.Config.Load())
+	res, patch, err := inject.DeploymentPatch(d, h.Config.Load())
 	logf.FromContext(ctx).Info(res.Message, "kind", kindDeployment, "uid", req.UID,
 		"action", res.Action, "reason", res.Reason, "dryRun", isDryRun(req))
+	if err != nil { // cannot happen: the API types always marshal
+		h.Metrics.failed(kindDeployment, "patch", start)
+		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("encoding the patch: %w", err))
+	}
 
 	switch res.Action {
 	case inject.Injected:
-		patch, err := deploymentPatch(&d.Spec.Template, res.Status, !injectedBefore, hadVolumes)
-		if err != nil { // cannot happen: the API types always marshal
-			h.Metrics.failed(kindDeployment, "patch", start)
-			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("encoding the patch: %w", err))
-		}
 		h.Metrics.observe(kindDeployment, actionMutated, res.Reason, start)
 		resp := patchedResponse(res.Message, patch)
 		resp.Warnings = append([]string{res.Message}, res.Warnings...)
@@ -127,3 +119,12 @@ func precheck(req admission.Request, want schema.GroupVersionKind, kind string, 
 }
 
 func isDryRun(req admission.Request) bool { return req.DryRun != nil && *req.DryRun }
+
+// patchedResponse allows with patch, already marshalled (admission.Patched would marshal
+// operations again).
+func patchedResponse(message string, patch []byte) admission.Response {
+	resp := admission.Allowed(message)
+	pt := admissionv1.PatchTypeJSONPatch
+	resp.Patch, resp.PatchType = patch, &pt
+	return resp
+}

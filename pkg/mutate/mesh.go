@@ -6,20 +6,19 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/mapping"
 )
 
-// NamespaceLabels says what labels a namespace has; found is false when it does not exist.
-type NamespaceLabels interface {
-	NamespaceLabels(ctx context.Context, name string) (lbls map[string]string, found bool, err error)
-}
-
-// NamespaceCache reads namespace labels through a client.Reader backed by a metadata-only
-// informer (PartialObjectMetadata), so an admission costs no API call.
+// NamespaceCache is the mapping.Namespaces of the server: it reads namespace labels through
+// a client.Reader backed by a metadata-only informer (PartialObjectMetadata), so an
+// admission costs no API call.
 type NamespaceCache struct {
 	Reader client.Reader
 }
+
+var _ mapping.Namespaces = NamespaceCache{}
 
 // NamespaceObject is the object the cache is asked for: metadata only, never the full
 // Namespace, which keeps the informer small with thousands of namespaces.
@@ -45,7 +44,7 @@ func TrimNamespace(in any) (any, error) {
 	}}, nil
 }
 
-// NamespaceLabels implements NamespaceLabels.
+// NamespaceLabels implements mapping.Namespaces.
 func (c NamespaceCache) NamespaceLabels(ctx context.Context, name string) (map[string]string, bool, error) {
 	ns := NamespaceObject()
 	if err := c.Reader.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil {
@@ -55,36 +54,4 @@ func (c NamespaceCache) NamespaceLabels(ctx context.Context, name string) (map[s
 		return nil, false, err
 	}
 	return ns.Labels, true, nil
-}
-
-// StaticNamespaces is a fixed set of namespaces and their labels, for the offline CLI.
-type StaticNamespaces map[string]map[string]string
-
-// NamespaceLabels implements NamespaceLabels.
-func (s StaticNamespaces) NamespaceLabels(_ context.Context, name string) (map[string]string, bool, error) {
-	l, ok := s[name]
-	return l, ok, nil
-}
-
-// MeshLookupFor turns a label source and the configured selectors into the question
-// DecideMapping asks. A lookup error counts as "namespace unknown" and is passed to onErr so
-// the caller can log it: the Mapping is then left alone rather than rejected.
-func MeshLookupFor(ctx context.Context, src NamespaceLabels, selectors []labels.Selector, onErr func(error)) MeshLookup {
-	return func(namespace string) (meshed, known bool) {
-		lbls, found, err := src.NamespaceLabels(ctx, namespace)
-		if err != nil {
-			onErr(err)
-			return false, false
-		}
-		if !found {
-			return false, false
-		}
-		set := labels.Set(lbls)
-		for _, sel := range selectors {
-			if sel.Matches(set) {
-				return true, true
-			}
-		}
-		return false, true
-	}
 }

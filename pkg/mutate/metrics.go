@@ -9,7 +9,7 @@ import (
 
 // Metrics are the webhook's own Prometheus series, beside controller-runtime's
 // controller_runtime_webhook_* ones. Labels are low-cardinality: the kind handled, what was
-// done, and the stable reason string from pkg/inject or DecideMapping.
+// done, and the stable reason string from pkg/inject or pkg/mapping.
 type Metrics struct {
 	admissions *prometheus.CounterVec
 	errors     *prometheus.CounterVec

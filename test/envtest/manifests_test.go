@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/mapping"
 )
 
 // manifests is the output of `kubectl kustomize`, as text and as objects.
@@ -387,7 +388,7 @@ func checkSelfSigned(t *testing.T, m *manifests) {
 }
 
 func checkTLSContext(t *testing.T, m *manifests, namespace string, wantSpec map[string]any) {
-	u := m.get(t, "TLSContext", inject.DefaultTLSContext, nil)
+	u := m.get(t, "TLSContext", mapping.DefaultTLSContext, nil)
 	if u.GetNamespace() != namespace || fmt.Sprint(u.Object["spec"]) != fmt.Sprint(wantSpec) {
 		t.Errorf("TLSContext %s/%s spec %v, want %s spec %v", u.GetNamespace(), u.GetName(), u.Object["spec"], namespace, wantSpec)
 	}

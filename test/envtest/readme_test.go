@@ -53,7 +53,7 @@ func configKeys(typ reflect.Type, prefix string) []string {
 		if !f.IsExported() || name == "" || name == "-" {
 			continue
 		}
-		if f.Type.Kind() == reflect.Struct && f.Type.PkgPath() == typ.PkgPath() {
+		if f.Type.Kind() == reflect.Struct && strings.HasPrefix(f.Type.PkgPath(), "github.com/emissary-istio/emissary-istio-webhook/") {
 			keys = append(keys, configKeys(f.Type, prefix+name+".")...)
 			continue
 		}

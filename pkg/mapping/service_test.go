@@ -1,4 +1,4 @@
-package mutate
+package mapping
 
 import (
 	"errors"
@@ -142,15 +142,15 @@ func TestParseService(t *testing.T) {
 	}
 }
 
-func TestParseServiceNoMappingNamespaceIsDistinct(t *testing.T) {
+func TestParseServiceNoNamespaceIsDistinct(t *testing.T) {
 	_, err := ParseService("quote", "")
-	if !errors.Is(err, ErrNoMappingNamespace) {
-		t.Fatalf("err = %v, want ErrNoMappingNamespace", err)
+	if !errors.Is(err, ErrNoNamespace) {
+		t.Fatalf("err = %v, want ErrNoNamespace", err)
 	}
 	if _, err := ParseService("quote.default", ""); err != nil {
 		t.Fatalf("name.namespace needs no Mapping namespace: %v", err)
 	}
-	if _, err := ParseService("quote:99999", ""); errors.Is(err, ErrNoMappingNamespace) {
+	if _, err := ParseService("quote:99999", ""); errors.Is(err, ErrNoNamespace) {
 		t.Fatalf("a bad port is not a namespace problem: %v", err)
 	}
 }
@@ -180,7 +180,7 @@ func TestEffectivePort(t *testing.T) {
 	}
 }
 
-func TestPinServicePort(t *testing.T) {
+func TestPinPort(t *testing.T) {
 	cases := map[string]string{
 		"quote":                           "quote:80",
 		"quote.default":                   "quote.default:80",
@@ -198,9 +198,9 @@ func TestPinServicePort(t *testing.T) {
 		"[::1]:9/x":                       "[::1]:80/x",
 	}
 	for in, want := range cases {
-		got := pinServicePort(in, 80)
+		got := pinPort(in, 80)
 		if got != want {
-			t.Errorf("pinServicePort(%q) = %q, want %q", in, got, want)
+			t.Errorf("pinPort(%q) = %q, want %q", in, got, want)
 		}
 		before, err1 := ParseService(in, "default")
 		after, err2 := ParseService(got, "default")
@@ -240,9 +240,9 @@ func FuzzParseService(f *testing.F) {
 			t.Fatalf("%q: inconsistent %+v", s, p)
 		}
 		if !p.InCluster {
-			return // DecideMapping pins only Kubernetes Service names
+			return // Decide pins only Kubernetes Service names
 		}
-		pinned := pinServicePort(s, 80)
+		pinned := pinPort(s, 80)
 		q, err := ParseService(pinned, ns)
 		if err != nil {
 			t.Fatalf("pinned %q -> %q: %v", s, pinned, err)
@@ -250,7 +250,7 @@ func FuzzParseService(f *testing.F) {
 		if q.Port != "80" || q.Host != p.Host || q.Namespace != p.Namespace || q.Scheme != p.Scheme || q.InCluster != p.InCluster {
 			t.Fatalf("pinned %q -> %q: %+v, was %+v", s, pinned, q, p)
 		}
-		if again := pinServicePort(pinned, 80); again != pinned {
+		if again := pinPort(pinned, 80); again != pinned {
 			t.Fatalf("pinning %q twice: %q then %q", s, pinned, again)
 		}
 	})

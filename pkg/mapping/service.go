@@ -1,4 +1,4 @@
-package mutate
+package mapping
 
 // Emissary's reading of a Mapping's `service` string, "[scheme://]host[:port][/path...]".
 //
@@ -62,17 +62,17 @@ type ParsedService struct {
 	HasPath bool
 }
 
-// ErrNoMappingNamespace is returned (wrapped) by ParseService for a bare service name when the
+// ErrNoNamespace is returned (wrapped) by ParseService for a bare service name when the
 // Mapping's namespace is not known, so the namespace the service means is not known either.
-var ErrNoMappingNamespace = errors.New("bare service name and the Mapping's namespace is unknown")
+var ErrNoNamespace = errors.New("bare service name and the Mapping's namespace is unknown")
 
-// svcSchemeChars mimics Python's urllib.parse.scheme_chars, as Emissary does.
-const svcSchemeChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-."
+// schemeChars mimics Python's urllib.parse.scheme_chars, as Emissary does.
+const schemeChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-."
 
-// svcWouldConfuseURLParse is Emissary's wouldConfuseURLParse: true when s has neither a
+// wouldConfuseURLParse is Emissary's wouldConfuseURLParse: true when s has neither a
 // "scheme://" nor a leading "//", so that "host:8080" must not be read as scheme "host".
-func svcWouldConfuseURLParse(s string) bool {
-	if strings.Contains(s, ":") && strings.HasPrefix(strings.TrimLeft(s, svcSchemeChars), "://") {
+func wouldConfuseURLParse(s string) bool {
+	if strings.Contains(s, ":") && strings.HasPrefix(strings.TrimLeft(s, schemeChars), "://") {
 		return false
 	}
 	return !strings.HasPrefix(s, "//")
@@ -81,12 +81,12 @@ func svcWouldConfuseURLParse(s string) bool {
 // ParseService parses s the way Emissary does. mappingNamespace is used for bare names.
 //
 // The error is Emissary's when Emissary rejects s. A bare name with an empty mappingNamespace
-// returns an error wrapping ErrNoMappingNamespace (with Name and Host set). On success,
+// returns an error wrapping ErrNoNamespace (with Name and Host set). On success,
 // Namespace is non-empty for every host that is neither an IP literal nor "localhost".
 func ParseService(s, mappingNamespace string) (ParsedService, error) {
 	var p ParsedService
 	in := s
-	if svcWouldConfuseURLParse(in) {
+	if wouldConfuseURLParse(in) {
 		in = "//" + in
 	}
 	u, err := url.Parse(in)
@@ -145,7 +145,7 @@ func ParseService(s, mappingNamespace string) (ParsedService, error) {
 		return p, fmt.Errorf("service %q: host %q is an absolute single-label name, not a Service", s, host)
 	case len(labels) == 1:
 		if mappingNamespace == "" {
-			return p, fmt.Errorf("service %q: %w", s, ErrNoMappingNamespace)
+			return p, fmt.Errorf("service %q: %w", s, ErrNoNamespace)
 		}
 		p.Namespace = strings.ToLower(mappingNamespace)
 		p.InCluster = true
@@ -191,13 +191,13 @@ func (p ParsedService) EffectivePort(originatesTLS bool) uint16 {
 	return 80
 }
 
-// pinServicePort returns s with its port set to port (an existing port, empty or 0, is
+// pinPort returns s with its port set to port (an existing port, empty or 0, is
 // replaced), keeping any scheme, "//", userinfo and path/query/fragment where they were:
 // "quote" → "quote:80", "quote/x" → "quote:80/x", "quote:" → "quote:80". s must have parsed
 // with ParseService.
-func pinServicePort(s string, port uint16) string {
+func pinPort(s string, port uint16) string {
 	start := 0
-	if !svcWouldConfuseURLParse(s) {
+	if !wouldConfuseURLParse(s) {
 		if i := strings.Index(s, "//"); i >= 0 {
 			start = i + 2
 		}
