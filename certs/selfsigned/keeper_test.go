@@ -22,17 +22,7 @@ import (
 var env *envtest.Env
 
 func TestMain(m *testing.M) {
-	var err error
-	env, err = envtest.Start(envtest.Options{NoWebhook: true})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := env.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "stopping envtest:", err)
-	}
-	os.Exit(code)
+	os.Exit(envtest.RunSuite(m, envtest.Options{NoWebhook: true}, &env))
 }
 
 // newKeeper installs a webhook configuration named after the test (the shipped one, with

@@ -116,6 +116,23 @@ func hasAssets(dir string) bool {
 	return true
 }
 
+// RunSuite is the TestMain of a package whose tests share one Env: it starts the Env with
+// opts into *env, runs the tests (m is the *testing.M), stops it and returns the exit code
+// for os.Exit.
+func RunSuite(m interface{ Run() int }, opts Options, env **Env) int {
+	e, err := Start(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	*env = e
+	code := m.Run()
+	if err := e.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping envtest:", err)
+	}
+	return code
+}
+
 // Start brings up the control plane and, unless opts.NoWebhook, the webhook.
 func Start(opts Options) (_ *Env, err error) {
 	assets, err := AssetsDir()

@@ -1,7 +1,6 @@
 package envtest
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -16,15 +15,5 @@ var env *Env
 func TestMain(m *testing.M) {
 	// The servers' logs are not part of any assertion; keep test output readable.
 	logf.SetLogger(logr.Discard())
-	var err error
-	env, err = Start(Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := env.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "stopping envtest:", err)
-	}
-	os.Exit(code)
+	os.Exit(RunSuite(m, Options{}, &env))
 }
