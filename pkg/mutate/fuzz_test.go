@@ -98,11 +98,14 @@ func fzAdmit(t *testing.T, h admission.Handler, req admission.Request) (admissio
 	if err := resp.Complete(req); err != nil {
 		t.Fatalf("response cannot be encoded: %v", err)
 	}
-	if resp.Result != nil && resp.Result.Code >= 500 {
+	if resp.Result == nil || resp.Result.Message == "" {
+		t.Fatalf("an answer without a message: %+v\ninput: %s", resp.AdmissionResponse, req.Object.Raw)
+	}
+	if resp.Result.Code >= 500 {
 		t.Fatalf("5xx answer %d: %s\ninput: %s", resp.Result.Code, resp.Result.Message, req.Object.Raw)
 	}
 	if !resp.Allowed {
-		if resp.Result == nil || resp.Result.Code != http.StatusBadRequest || resp.Result.Message == "" {
+		if resp.Result.Code != http.StatusBadRequest {
 			t.Fatalf("denied without a 400 and a message: %+v\ninput: %s", resp.Result, req.Object.Raw)
 		}
 		return resp, nil

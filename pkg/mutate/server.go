@@ -45,11 +45,11 @@ type Server struct {
 	Manager manager.Manager
 	Config  *ConfigHolder
 
-	health *watchHealth
+	freshness *cacheFreshness
 }
 
 // cacheWatchGrace is how long the namespace cache may be without an open watch before
-// readiness fails; see watchHealth.
+// readiness fails; see cacheFreshness.
 const cacheWatchGrace = 3 * time.Second
 
 // NewServer builds the manager that `webhook serve` runs; the envtest suites and the demo run
@@ -65,10 +65,8 @@ func NewServer(restCfg *rest.Config, opts Options) (*Server, error) {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
-	// The manager's clients (the namespace cache) go through watchHealth, which readiness reads.
-	health := newWatchHealth(cacheWatchGrace, time.Now)
-	restCfg = rest.CopyConfig(restCfg)
-	restCfg.Wrap(health.wrap)
+	// The namespace informer lists and watches through freshness, which readiness reads.
+	freshness := newCacheFreshness(cacheWatchGrace, time.Now)
 	mgr, err := manager.New(restCfg, manager.Options{
 		Scheme: scheme,
 		WebhookServer: webhook.NewServer(webhook.Options{
@@ -86,12 +84,13 @@ func NewServer(restCfg *rest.Config, opts Options) (*Server, error) {
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
 			ByObject:         map[client.Object]cache.ByObject{NamespaceObject(): {Transform: TrimNamespace}},
+			NewInformer:      freshness.newInformer,
 		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mutate: creating manager: %w", err)
 	}
-	s := &Server{Manager: mgr, Config: NewConfigHolder(opts.Config), health: health}
+	s := &Server{Manager: mgr, Config: NewConfigHolder(opts.Config), freshness: freshness}
 	if err := s.register(opts.Metrics); err != nil {
 		return nil, err
 	}
@@ -118,8 +117,9 @@ func (s *Server) register(m *Metrics) error {
 	if err := mgr.AddReadyzCheck("webhook", hook.StartedChecker()); err != nil {
 		return err
 	}
-	// Ready once the namespace cache has synced, and only while its watch is open: a cache
-	// cut off from the API server would answer Mapping admissions from stale labels.
+	// Ready once the namespace cache has synced, and only while it is current: a cache cut
+	// off from the API server, or waiting to re-list, would answer Mapping admissions from
+	// stale labels.
 	return mgr.AddReadyzCheck("namespace-cache", func(*http.Request) error {
 		if !informer.HasSynced() {
 			return errors.New("namespace cache has not synced")
@@ -127,7 +127,7 @@ func (s *Server) register(m *Metrics) error {
 		if informer.IsStopped() {
 			return errors.New("namespace cache informer has stopped")
 		}
-		return s.health.check()
+		return s.freshness.check()
 	})
 }
 
