@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/mapping"
 )
 
 // TestEveryAnswerSaysWhy: every AdmissionResponse of both handlers, as the API server reads
@@ -24,7 +25,7 @@ func TestEveryAnswerSaysWhy(t *testing.T) {
 	cfg := NewConfigHolder(inject.DefaultConfig())
 	servers := map[string]http.Handler{
 		DeploymentPath: postOnly(&admission.Webhook{Handler: &DeploymentHandler{Config: cfg, Metrics: metrics}}),
-		MappingPath: postOnly(&admission.Webhook{Handler: &MappingHandler{Config: cfg, Metrics: metrics, Namespaces: StaticNamespaces{
+		MappingPath: postOnly(&admission.Webhook{Handler: &MappingHandler{Config: cfg, Metrics: metrics, Namespaces: mapping.StaticNamespaces{
 			"meshed": {"istio-injection": "enabled"},
 			"plain":  {},
 		}}}),
@@ -42,7 +43,7 @@ func TestEveryAnswerSaysWhy(t *testing.T) {
 		}
 		return string(j)
 	}
-	mapping := func(ns, annotations, spec string) string {
+	mappingJSON := func(ns, annotations, spec string) string {
 		return `{"apiVersion":"getambassador.io/v2","kind":"Mapping","metadata":{"name":"m","namespace":"` + ns + `"` +
 			annotations + `},"spec":` + spec + `}`
 	}
@@ -76,21 +77,21 @@ func TestEveryAnswerSaysWhy(t *testing.T) {
 		{"hand-written sidecar", DeploymentPath, create(deploymentKind, deployment("seed-hand-written.yaml")), false, "istio-proxy", "hand-written-sidecar"},
 		{"container not found", DeploymentPath, create(deploymentKind, deployment("opt-in-container-not-found.yaml")), false, "does not exist", "container-not-found"},
 
-		{"Mapping defaulted", MappingPath, create(mappingKind, mapping("meshed", "", `{"service":"quote"}`)), true, "set tls: istio-upstream", "defaulted"},
-		{"Mapping up to date", MappingPath, create(mappingKind, mapping("meshed", owned, `{"service":"quote:80","tls":"istio-upstream"}`)), false, "already has tls", "up-to-date"},
-		{"Mapping reverted", MappingPath, create(mappingKind, mapping("plain", owned, `{"service":"quote:80","tls":"istio-upstream"}`)), true, "removed spec.tls", "not-meshed"},
-		{"user's tls", MappingPath, create(mappingKind, mapping("meshed", "", `{"service":"quote","tls":false}`)), false, "already set", "tls-set"},
-		{"scheme", MappingPath, create(mappingKind, mapping("meshed", "", `{"service":"http://quote"}`)), false, "scheme", "scheme"},
-		{"IP", MappingPath, create(mappingKind, mapping("meshed", "", `{"service":"10.0.0.1"}`)), false, "IP address", "ip"},
-		{"external", MappingPath, create(mappingKind, mapping("meshed", "", `{"service":"api.example.com"}`)), false, "not a Kubernetes Service", "external"},
-		{"invalid service", MappingPath, create(mappingKind, mapping("meshed", "", `{"service":"quote:99999"}`)), false, "cannot parse", "invalid-service"},
-		{"no service", MappingPath, create(mappingKind, mapping("meshed", "", `{"prefix":"/"}`)), false, "not set", "no-service"},
-		{"resolver", MappingPath, create(mappingKind, mapping("meshed", "", `{"service":"quote","resolver":"consul-dc1"}`)), false, "resolver", "resolver"},
-		{"opt-out", MappingPath, create(mappingKind, mapping("meshed", `,"annotations":{"emissary-istio.io/tls":"skip"}`, `{"service":"quote"}`)), false, "skip", "opt-out"},
-		{"not meshed", MappingPath, create(mappingKind, mapping("plain", "", `{"service":"quote"}`)), false, "not meshed", "not-meshed"},
-		{"namespace unknown", MappingPath, create(mappingKind, mapping("meshed", "", `{"service":"quote.nowhere"}`)), false, "not found", "namespace-unknown"},
-		{"bad spec", MappingPath, create(mappingKind, mapping("meshed", "", `"quote"`)), false, "spec is not an object", "bad-spec"},
-		{"redirect", MappingPath, create(mappingKind, mapping("meshed", "", `{"service":"example.com","host_redirect":true}`)), false, "redirect", "redirect"},
+		{"Mapping defaulted", MappingPath, create(mappingKind, mappingJSON("meshed", "", `{"service":"quote"}`)), true, "set tls: istio-upstream", "defaulted"},
+		{"Mapping up to date", MappingPath, create(mappingKind, mappingJSON("meshed", owned, `{"service":"quote:80","tls":"istio-upstream"}`)), false, "already has tls", "up-to-date"},
+		{"Mapping reverted", MappingPath, create(mappingKind, mappingJSON("plain", owned, `{"service":"quote:80","tls":"istio-upstream"}`)), true, "removed spec.tls", "not-meshed"},
+		{"user's tls", MappingPath, create(mappingKind, mappingJSON("meshed", "", `{"service":"quote","tls":false}`)), false, "already set", "tls-set"},
+		{"scheme", MappingPath, create(mappingKind, mappingJSON("meshed", "", `{"service":"http://quote"}`)), false, "scheme", "scheme"},
+		{"IP", MappingPath, create(mappingKind, mappingJSON("meshed", "", `{"service":"10.0.0.1"}`)), false, "IP address", "ip"},
+		{"external", MappingPath, create(mappingKind, mappingJSON("meshed", "", `{"service":"api.example.com"}`)), false, "not a Kubernetes Service", "external"},
+		{"invalid service", MappingPath, create(mappingKind, mappingJSON("meshed", "", `{"service":"quote:99999"}`)), false, "cannot parse", "invalid-service"},
+		{"no service", MappingPath, create(mappingKind, mappingJSON("meshed", "", `{"prefix":"/"}`)), false, "not set", "no-service"},
+		{"resolver", MappingPath, create(mappingKind, mappingJSON("meshed", "", `{"service":"quote","resolver":"consul-dc1"}`)), false, "resolver", "resolver"},
+		{"opt-out", MappingPath, create(mappingKind, mappingJSON("meshed", `,"annotations":{"emissary-istio.io/tls":"skip"}`, `{"service":"quote"}`)), false, "skip", "opt-out"},
+		{"not meshed", MappingPath, create(mappingKind, mappingJSON("plain", "", `{"service":"quote"}`)), false, "not meshed", "not-meshed"},
+		{"namespace unknown", MappingPath, create(mappingKind, mappingJSON("meshed", "", `{"service":"quote.nowhere"}`)), false, "not found", "namespace-unknown"},
+		{"bad spec", MappingPath, create(mappingKind, mappingJSON("meshed", "", `"quote"`)), false, "spec is not an object", "bad-spec"},
+		{"redirect", MappingPath, create(mappingKind, mappingJSON("meshed", "", `{"service":"example.com","host_redirect":true}`)), false, "redirect", "redirect"},
 	}
 	for _, path := range []string{DeploymentPath, MappingPath} {
 		kind := map[string]string{DeploymentPath: deploymentKind, MappingPath: mappingKind}[path]
@@ -119,7 +120,7 @@ func TestEveryAnswerSaysWhy(t *testing.T) {
 		kindDeployment + "/" + inject.ReasonNotEmissary, kindDeployment + "/" + inject.ReasonOptOut,
 		kindDeployment + "/" + inject.ReasonHandWrittenSidecar, kindDeployment + "/" + inject.ReasonContainerNotFound,
 	}
-	for _, r := range MappingReasons {
+	for _, r := range mapping.Reasons {
 		want = append(want, kindMapping+"/"+r)
 	}
 	for _, kind := range []string{kindDeployment, kindMapping} {
