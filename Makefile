@@ -10,7 +10,9 @@ SHELL := /bin/bash
 K8S_VERSION   ?= v1.37.2
 ETCD_VERSION  ?= v3.6.16
 STATICCHECK_VERSION ?= v0.8.2
-VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The release: the binary's `version`, the image tag, manifests/base's images: newTag and the
+# chart's appVersion (test/image checks that they all say the same).
+VERSION       := v0.1.0
 
 ROOT      := $(abspath .)
 K8S_BIN   := $(ROOT)/bin/k8s/$(K8S_VERSION)
@@ -145,3 +147,41 @@ clean: ## Remove bin/ except the control plane (make clean-all removes that too)
 .PHONY: clean-all
 clean-all: ## Remove bin/ entirely, including the control plane binaries.
 	rm -rf bin
+
+# ---- Shipping: the container image, the Helm chart, the dashboard (issue 13) ----
+
+# The container image, built here without a container engine or a registry: the webhook
+# cross-compiled (static, CGO_ENABLED=0) for each platform, assembled by hack/image with
+# go-containerregistry into bin/image/:
+#   emissary-istio-webhook-linux-<arch>.tar  docker-save archives, one per platform: what
+#                                            `docker load`, `podman load` and `kind load
+#                                            image-archive` take, on any version;
+#   emissary-istio-webhook.oci.tar           an OCI image layout with a multi-platform index:
+#                                            what to push (`skopeo copy --all oci-archive:...`),
+#                                            also taken by podman, containerd (ctr import) and
+#                                            Docker >= 25 with the containerd image store.
+# The Dockerfile builds the same image with Docker (test/image compares them). SOURCE_DATE_EPOCH
+# (the commit's time) dates the image and its files, so a rebuild of a commit is identical.
+IMAGE             ?= ghcr.io/emissary-istio/emissary-istio-webhook
+IMAGE_PLATFORMS   ?= linux/amd64 linux/arm64
+IMAGE_SOURCE      := https://github.com/emissary-istio/emissary-istio-webhook
+IMAGE_REVISION    := $(shell git rev-parse HEAD 2>/dev/null)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+IMAGE_LDFLAGS     := -s -w $(WEBHOOK_LDFLAGS)
+
+# Always run: `go build` is cached, so an unchanged tree costs seconds, and the labels follow
+# the commit.
+.PHONY: image
+image: ## Build the container image archives into bin/image/ (linux/amd64 and linux/arm64).
+	@mkdir -p bin/image
+	@for p in $(IMAGE_PLATFORMS); do \
+		echo ">> go build $$p"; \
+		CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} go build -trimpath -ldflags "$(IMAGE_LDFLAGS)" \
+			-o bin/image/$${p%/*}-$${p#*/}/webhook ./cmd/webhook; \
+	done
+	go run ./hack/image -out bin/image -repository $(IMAGE) -version $(VERSION) \
+		-source $(IMAGE_SOURCE) -revision "$(IMAGE_REVISION)" -created $(SOURCE_DATE_EPOCH) \
+		$(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=bin/image/$(subst /,-,$(p))/webhook)
+
+# `make test` also tests the image (test/image).
+test: image
