@@ -183,5 +183,14 @@ image: ## Build the container image archives into bin/image/ (linux/amd64 and li
 		-source $(IMAGE_SOURCE) -revision "$(IMAGE_REVISION)" -created $(SOURCE_DATE_EPOCH) \
 		$(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=bin/image/$(subst /,-,$(p))/webhook)
 
-# `make test` also tests the image (test/image).
-test: image
+# promql: Prometheus' own PromQL parser, for the dashboard test (hack/tools/promql).
+.PHONY: promql
+promql: $(TOOLS_BIN)/promql ## Build bin/tools/promql, the dashboard test's PromQL checker (once).
+
+$(TOOLS_BIN)/promql: hack/tools/promql/go.mod hack/tools/promql/go.sum hack/tools/promql/main.go
+	@mkdir -p $(TOOLS_BIN)
+	cd hack/tools/promql && go build -trimpath -o $@ .
+
+# `make test` also tests the image (test/image) and the dashboard's PromQL (test/envtest):
+# build what they run first.
+test: image $(TOOLS_BIN)/promql
