@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -241,21 +240,8 @@ func scrapeWebhookMetrics(t *testing.T) (series map[string]bool, families []stri
 		ports[i] = strconv.Itoa(p)
 	}
 	hook, metrics, health := net.JoinHostPort("127.0.0.1", ports[0]), net.JoinHostPort("127.0.0.1", ports[1]), net.JoinHostPort("127.0.0.1", ports[2])
-	cmd := exec.Command(webhookBinary(t), "serve", "--host=127.0.0.1", "--port="+ports[0], "--cert-dir="+env.CertDir,
+	startWebhookProcess(t, env.Kubeconfig, "serve", "--host=127.0.0.1", "--port="+ports[0], "--cert-dir="+env.CertDir,
 		"--metrics-bind-address="+metrics, "--health-probe-bind-address="+health)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
-	var logs syncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("webhook serve log:\n%s", logs.String())
-		}
-	})
 	eventually(t, 30*time.Second, func() (string, bool) {
 		resp, err := http.Get("http://" + health + "/readyz")
 		if err != nil {
