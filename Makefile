@@ -150,6 +150,28 @@ clean-all: ## Remove bin/ entirely, including the control plane binaries.
 
 # ---- Shipping: the container image, the Helm chart, the dashboard (issue 13) ----
 
+# helm, built from the Go module proxy through hack/tools/helm (helm pins its own k8s.io
+# versions), with the ldflags of helm's own release build: its version, and the Kubernetes
+# version that `helm template` and `helm lint` assume without a cluster (a source build
+# otherwise assumes v1.20, older than the chart's kubeVersion).
+HELM_VERSION := $(shell sed -n 's/^require helm.sh\/helm\/v3 //p' hack/tools/helm/go.mod)
+HELM := $(TOOLS_BIN)/helm
+HELM_LDFLAGS := -s -w \
+	-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	-X helm.sh/helm/v3/internal/version.gitTreeState=clean \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(K8S_MINOR) \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(K8S_MINOR)
+
+$(HELM): hack/tools/helm/go.mod hack/tools/helm/go.sum
+	@mkdir -p $(TOOLS_BIN)
+	@echo ">> building helm $(HELM_VERSION) from source"
+	cd hack/tools/helm && CGO_ENABLED=0 go build -trimpath -ldflags "$(HELM_LDFLAGS)" -o $@ helm.sh/helm/v3/cmd/helm
+
+.PHONY: helm
+helm: $(HELM) ## Build bin/tools/helm (once).
+
 # The container image, built here without a container engine or a registry: the webhook
 # cross-compiled (static, CGO_ENABLED=0) for each platform, assembled by hack/image with
 # go-containerregistry into bin/image/:
@@ -191,6 +213,6 @@ $(TOOLS_BIN)/promql: hack/tools/promql/go.mod hack/tools/promql/go.sum hack/tool
 	@mkdir -p $(TOOLS_BIN)
 	cd hack/tools/promql && go build -trimpath -o $@ .
 
-# `make test` also tests the image (test/image) and the dashboard's PromQL (test/envtest):
-# build what they run first.
-test: image $(TOOLS_BIN)/promql
+# `make test` also tests the image (test/image), the chart with the real helm and the
+# dashboard's PromQL (test/envtest): build what they run first.
+test: image $(HELM) $(TOOLS_BIN)/promql

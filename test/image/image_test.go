@@ -72,8 +72,9 @@ func archive(t *testing.T, r release, suffix string) string {
 	return file
 }
 
-// TestVersionAgrees: the Makefile's VERSION is the image's tag and manifests/base's images:
-// newTag; IMAGE is the repository it installs.
+// TestVersionAgrees: the Makefile's VERSION is the image's tag, manifests/base's images:
+// newTag and the chart's appVersion (and, without the v, its version); IMAGE is the
+// repository both install.
 func TestVersionAgrees(t *testing.T) {
 	r := makefileRelease(t)
 	root := envtest.RepoRoot()
@@ -86,6 +87,18 @@ func TestVersionAgrees(t *testing.T) {
 		t.Errorf("manifests/base images: %+v, want %s:%s", kustomization.Images, r.repository, r.version)
 	}
 
+	var chart struct{ Version, AppVersion string }
+	readYAML(t, filepath.Join(root, "charts", "emissary-istio-webhook", "Chart.yaml"), &chart)
+	if chart.AppVersion != r.version || "v"+chart.Version != r.version {
+		t.Errorf("Chart.yaml version %q, appVersion %q; want %q and %q", chart.Version, chart.AppVersion, strings.TrimPrefix(r.version, "v"), r.version)
+	}
+	var values struct {
+		Image struct{ Repository, Tag string } `json:"image"`
+	}
+	readYAML(t, filepath.Join(root, "charts", "emissary-istio-webhook", "values.yaml"), &values)
+	if values.Image.Repository != r.repository || values.Image.Tag != "" {
+		t.Errorf("chart image %+v, want repository %s and the appVersion as tag", values.Image, r.repository)
+	}
 }
 
 // TestImage opens each platform's docker-save archive: the image is tagged with the release,
