@@ -10,7 +10,9 @@ SHELL := /bin/bash
 K8S_VERSION   ?= v1.37.2
 ETCD_VERSION  ?= v3.6.16
 STATICCHECK_VERSION ?= v0.8.2
-VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The release: the binary's `version`, the image tag, manifests/base's images: newTag and the
+# chart's appVersion (test/image checks that they all say the same).
+VERSION       := v0.1.0
 
 ROOT      := $(abspath .)
 K8S_BIN   := $(ROOT)/bin/k8s/$(K8S_VERSION)
@@ -154,3 +156,72 @@ clean: ## Remove bin/ except the control plane (make clean-all removes that too)
 .PHONY: clean-all
 clean-all: ## Remove bin/ entirely, including the control plane binaries.
 	rm -rf bin
+
+# ---- Shipping: the container image, the Helm chart, the dashboard (issue 13) ----
+
+# helm, built from the Go module proxy through hack/tools/helm (helm pins its own k8s.io
+# versions), with the ldflags of helm's own release build: its version, and the Kubernetes
+# version that `helm template` and `helm lint` assume without a cluster (a source build
+# otherwise assumes v1.20, older than the chart's kubeVersion).
+HELM_VERSION := $(shell sed -n 's/^require helm.sh\/helm\/v3 //p' hack/tools/helm/go.mod)
+HELM := $(TOOLS_BIN)/helm
+HELM_LDFLAGS := -s -w \
+	-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	-X helm.sh/helm/v3/internal/version.gitTreeState=clean \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(K8S_MINOR) \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(K8S_MINOR)
+
+$(HELM): hack/tools/helm/go.mod hack/tools/helm/go.sum
+	@mkdir -p $(TOOLS_BIN)
+	@echo ">> building helm $(HELM_VERSION) from source"
+	cd hack/tools/helm && CGO_ENABLED=0 go build -trimpath -ldflags "$(HELM_LDFLAGS)" -o $@ helm.sh/helm/v3/cmd/helm
+
+.PHONY: helm
+helm: $(HELM) ## Build bin/tools/helm (once).
+
+# The container image, built here without a container engine or a registry: the webhook
+# cross-compiled (static, CGO_ENABLED=0) for each platform, assembled by hack/image with
+# go-containerregistry into bin/image/:
+#   emissary-istio-webhook-linux-<arch>.tar  docker-save archives, one per platform: what
+#                                            `docker load`, `podman load` and `kind load
+#                                            image-archive` take, on any version;
+#   emissary-istio-webhook.oci.tar           an OCI image layout with a multi-platform index:
+#                                            what to push (`skopeo copy --all oci-archive:...`),
+#                                            also taken by podman, containerd (ctr import) and
+#                                            Docker >= 25 with the containerd image store.
+# The Dockerfile builds the same image with Docker (test/image compares them). SOURCE_DATE_EPOCH
+# (the commit's time) dates the image and its files, so a rebuild of a commit is identical.
+IMAGE             ?= ghcr.io/emissary-istio/emissary-istio-webhook
+IMAGE_PLATFORMS   ?= linux/amd64 linux/arm64
+IMAGE_SOURCE      := https://github.com/emissary-istio/emissary-istio-webhook
+IMAGE_REVISION    := $(shell git rev-parse HEAD 2>/dev/null)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+IMAGE_LDFLAGS     := -s -w $(WEBHOOK_LDFLAGS)
+
+# Always run: `go build` is cached, so an unchanged tree costs seconds, and the labels follow
+# the commit.
+.PHONY: image
+image: ## Build the container image archives into bin/image/ (linux/amd64 and linux/arm64).
+	@mkdir -p bin/image
+	@for p in $(IMAGE_PLATFORMS); do \
+		echo ">> go build $$p"; \
+		CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} go build -trimpath -ldflags "$(IMAGE_LDFLAGS)" \
+			-o bin/image/$${p%/*}-$${p#*/}/webhook ./cmd/webhook; \
+	done
+	go run ./hack/image -out bin/image -repository $(IMAGE) -version $(VERSION) \
+		-source $(IMAGE_SOURCE) -revision "$(IMAGE_REVISION)" -created $(SOURCE_DATE_EPOCH) \
+		$(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=bin/image/$(subst /,-,$(p))/webhook)
+
+# promql: Prometheus' own PromQL parser, for the dashboard test (hack/tools/promql).
+.PHONY: promql
+promql: $(TOOLS_BIN)/promql ## Build bin/tools/promql, the dashboard test's PromQL checker (once).
+
+$(TOOLS_BIN)/promql: hack/tools/promql/go.mod hack/tools/promql/go.sum hack/tools/promql/main.go
+	@mkdir -p $(TOOLS_BIN)
+	cd hack/tools/promql && go build -trimpath -o $@ .
+
+# `make test` also tests the image (test/image), the chart with the real helm and the
+# dashboard's PromQL (test/envtest): build what they run first.
+test: image $(HELM) $(TOOLS_BIN)/promql

@@ -3,10 +3,12 @@ package envtest
 import (
 	"bytes"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -34,6 +36,26 @@ func webhookBinary(t *testing.T) string {
 		t.Fatalf("building cmd/webhook: %v\n%s", webhookBinErr, webhookBin)
 	}
 	return webhookBin
+}
+
+// startWebhookProcess starts the binary with args as the user of kubeconfig; it is stopped
+// (SIGTERM, then waited for) when the test ends, and its output logged if the test failed.
+func startWebhookProcess(t *testing.T, kubeconfig string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(webhookBinary(t), args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	var logs syncBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("webhook %v log:\n%s", args, logs.String())
+		}
+	})
 }
 
 func runWebhook(t *testing.T, stdin []byte, args ...string) (string, string) {

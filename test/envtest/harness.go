@@ -242,15 +242,22 @@ func WebhookConfiguration(url string, caBundle []byte) (*admissionregistrationv1
 	if err := yaml.UnmarshalStrict(raw, mwc); err != nil {
 		return nil, fmt.Errorf("envtest: manifests/base/mutatingwebhookconfiguration.yaml: %w", err)
 	}
+	return mwc, PointAt(mwc, url, caBundle)
+}
+
+// PointAt rewrites every webhook of mwc from its in-cluster Service to url plus the Service's
+// path, with caBundle: how the suites register a shipped configuration (the kustomize one,
+// the Helm chart's) with the in-process server.
+func PointAt(mwc *admissionregistrationv1.MutatingWebhookConfiguration, url string, caBundle []byte) error {
 	for i := range mwc.Webhooks {
 		cc := &mwc.Webhooks[i].ClientConfig
 		if cc.Service == nil || cc.Service.Path == nil {
-			return nil, fmt.Errorf("envtest: webhook %s has no service path to rewrite", mwc.Webhooks[i].Name)
+			return fmt.Errorf("envtest: webhook %s has no service path to rewrite", mwc.Webhooks[i].Name)
 		}
 		u := url + *cc.Service.Path
 		cc.Service, cc.URL, cc.CABundle = nil, &u, caBundle
 	}
-	return mwc, nil
+	return nil
 }
 
 // Register creates (or replaces) the webhook configuration pointing at this Env's server.

@@ -82,7 +82,13 @@ func kustomizeDir(t *testing.T, dir string) *manifests {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("kubectl kustomize %s: %v: %s", dir, err, errOut.String())
 	}
-	m := &manifests{yaml: out.Bytes()}
+	return parseManifests(t, out.Bytes())
+}
+
+// parseManifests splits a YAML stream (kustomize's, helm's) into objects.
+func parseManifests(t *testing.T, stream []byte) *manifests {
+	t.Helper()
+	m := &manifests{yaml: stream}
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(m.yaml), 4096)
 	for {
 		u := &unstructured.Unstructured{}
@@ -199,6 +205,7 @@ func TestManifestsRender(t *testing.T) {
 		{"tracing", []string{"tracing"}, "", nil, checkTracing},
 		{"strict-mtls", []string{"strict-mtls"}, "", nil, checkStrictMTLS},
 		{"prometheus", []string{"prometheus"}, "", nil, checkPrometheus},
+		{"grafana-dashboard", []string{"grafana-dashboard"}, "", nil, checkGrafanaDashboard},
 		{"every component but the legacy one", []string{"self-signed", "tls-context", "tracing", "strict-mtls", "prometheus"}, "", nil,
 			func(t *testing.T, m *manifests) {
 				checkSelfSigned(t, m)
@@ -468,6 +475,18 @@ func checkPrometheus(t *testing.T, m *manifests) {
 		if annotations["prometheus.io/scrape"] != "true" || annotations["prometheus.io/port"] != "8080" || annotations["prometheus.io/path"] != "/metrics" {
 			t.Errorf("scrape annotations %v", annotations)
 		}
+	}
+}
+
+// checkGrafanaDashboard: the dashboard file, unchanged, in a ConfigMap Grafana's dashboard
+// sidecar picks up by its label (TestDashboard checks the dashboard itself).
+func checkGrafanaDashboard(t *testing.T, m *manifests) {
+	var cm corev1.ConfigMap
+	m.get(t, "ConfigMap", "emissary-istio-dashboard", &cm)
+	want := mustRead(t, dashboardFile)
+	if cm.Namespace != "istio-system" || cm.Labels["grafana_dashboard"] != "1" || cm.Data[filepath.Base(dashboardFile)] != want {
+		t.Errorf("dashboard ConfigMap %s/%s labels %v, files %d: want istio-system, grafana_dashboard=1 and the JSON file",
+			cm.Namespace, cm.Name, cm.Labels, len(cm.Data))
 	}
 }
 

@@ -9,14 +9,11 @@ import (
 	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -159,20 +156,7 @@ func (p *selfSignedProcess) start(t *testing.T, kubeconfig string, extraArgs ...
 		"--cert-dir=" + p.certDir, "--host=127.0.0.1", "--port=" + port,
 		"--metrics-bind-address=0", "--health-probe-bind-address=" + p.health,
 	}, extraArgs...)
-	cmd := exec.Command(webhookBinary(t), args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-	var logs syncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("webhook %s log:\n%s", p.addr, logs.String())
-		}
-	})
+	startWebhookProcess(t, kubeconfig, args...)
 }
 
 // waitReady waits for /readyz, which includes the caBundle check.
