@@ -23,7 +23,7 @@ K8S_BIN   := $(ROOT)/bin/k8s/$(K8S_VERSION)
 TOOLS_BIN := $(ROOT)/bin/tools
 ENVTEST_BINARIES := $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd
 ISTIO_BIN := $(ROOT)/bin/istio/$(ISTIO_VERSION)
-ISTIO_BINARIES := $(ISTIO_BIN)/pilot-agent $(ISTIO_BIN)/pilot-discovery
+ISTIO_BINARIES := $(ISTIO_BIN)/pilot-agent $(ISTIO_BIN)/pilot-discovery $(ISTIO_BIN)/xdsprobe
 
 # Tests and the demo find the control plane here (controller-runtime's envtest reads it), and
 # the real-Istio suite finds pilot-agent and pilot-discovery in ISTIO_BIN.
@@ -68,7 +68,7 @@ $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl &: hack/tools/k8s/go.mod hack/tools
 	@touch $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl
 
 .PHONY: istio
-istio: $(ISTIO_BINARIES) ## Build Istio's pilot-agent and pilot-discovery into bin/istio/<version> (once).
+istio: $(ISTIO_BINARIES) ## Build Istio's pilot-agent and pilot-discovery (and xdsprobe) into bin/istio/<version> (once).
 
 # Static (CGO_ENABLED=0): the real-Istio suite runs pilot-agent inside a minimal root, as in its
 # image. The version ldflags are what istiod reads from the proxy's metadata. About 7 minutes
@@ -78,11 +78,12 @@ ISTIO_LDFLAGS := -s -w \
 	-X istio.io/istio/pkg/version.buildGitRevision=$(ISTIO_COMMIT) \
 	-X istio.io/istio/pkg/version.buildTag=$(ISTIO_VERSION) \
 	-X istio.io/istio/pkg/version.buildStatus=Clean
-$(ISTIO_BINARIES) &: hack/tools/istio/go.mod hack/tools/istio/go.sum
+# xdsprobe (our own, hack/tools/istio/xdsprobe) stands in for Envoy: it shares Istio's XDS types.
+$(ISTIO_BINARIES) &: hack/tools/istio/go.mod hack/tools/istio/go.sum $(wildcard hack/tools/istio/xdsprobe/*.go)
 	@mkdir -p $(ISTIO_BIN)
 	@echo ">> building Istio $(ISTIO_VERSION) pilot-agent and pilot-discovery from source (about 7 minutes the first time)"
 	cd hack/tools/istio && CGO_ENABLED=0 go build -trimpath -ldflags "$(ISTIO_LDFLAGS)" -o $(ISTIO_BIN)/ \
-		istio.io/istio/pilot/cmd/pilot-agent istio.io/istio/pilot/cmd/pilot-discovery
+		istio.io/istio/pilot/cmd/pilot-agent istio.io/istio/pilot/cmd/pilot-discovery ./xdsprobe
 	@touch $(ISTIO_BINARIES)
 
 $(K8S_BIN)/etcd: hack/tools/etcd/go.mod hack/tools/etcd/go.sum
@@ -91,7 +92,7 @@ $(K8S_BIN)/etcd: hack/tools/etcd/go.mod hack/tools/etcd/go.sum
 	cd hack/tools/etcd && go build -trimpath -ldflags "-s -w" -o $@ go.etcd.io/etcd/server/v3
 
 .PHONY: test
-test: $(ENVTEST_BINARIES) ## Unit tests, envtest suites, kubectl end-to-end tests, the race run and a short fuzz.
+test: $(ENVTEST_BINARIES) $(ISTIO_BINARIES) ## Unit tests, envtest suites, the real-Istio suite, kubectl end-to-end tests, the race run and a short fuzz.
 	go test -count=1 ./...
 	$(MAKE) --no-print-directory test-race fuzz-short
 
