@@ -44,7 +44,7 @@ func startWebhookProcess(t *testing.T, kubeconfig string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(webhookBinary(t), args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-	var logs syncBuffer
+	var logs LockedBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

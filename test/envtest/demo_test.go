@@ -32,13 +32,13 @@ func TestDemoStopsOnCtrlC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
+	var stderr LockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
-	var output syncBuffer
+	var output LockedBuffer
 	running := make(chan struct{})
 	go func() {
 		scanner := bufio.NewScanner(stdout)

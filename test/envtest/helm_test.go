@@ -97,14 +97,10 @@ func newHelm(t *testing.T, e *Env) *helmCmd {
 
 func (h *helmCmd) run(args ...string) (string, error) {
 	h.t.Helper()
-	bin := filepath.Join(RepoRoot(), "bin", "tools", "helm")
-	if _, err := os.Stat(bin); err != nil {
-		h.t.Fatalf("%v: run `make helm` (`make test` does)", err)
-	}
 	if h.e != nil {
 		args = append(args, "--kubeconfig", h.e.Kubeconfig)
 	}
-	env := append(os.Environ(), "HELM_CACHE_HOME="+h.home, "HELM_CONFIG_HOME="+h.home, "HELM_DATA_HOME="+h.home)
+	var env []string
 	if h.postRenderURL != "" && (args[0] == "install" || args[0] == "upgrade") {
 		self, err := os.Executable()
 		if err != nil {
@@ -113,14 +109,7 @@ func (h *helmCmd) run(args ...string) (string, error) {
 		args = append(args, "--post-renderer", self)
 		env = append(env, helmPostRenderEnv+"="+h.postRenderURL)
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = env
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("helm %v: %w: %s", args, err, errOut.String())
-	}
-	return out.String(), nil
+	return Helm(h.home, env, args...)
 }
 
 func (h *helmCmd) must(args ...string) string {

@@ -1,7 +1,6 @@
 package envtest
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -307,22 +306,4 @@ func (s *stream) stop() (ok, failed int64, firstErr any) {
 	close(s.done)
 	s.wg.Wait()
 	return s.ok.Load(), s.failed.Load(), s.firstErr.Load()
-}
-
-// syncBuffer is a bytes.Buffer a process's stdout and stderr can share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -4,7 +4,6 @@
 package istio
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,7 +57,7 @@ type Istiod struct {
 	Revision string // "default" or a revision name
 	Dir      string
 	proc     *kubelet.Process
-	log      *syncBuffer
+	log      *envtest.LockedBuffer
 	stops    []io.Closer
 }
 
@@ -84,7 +82,7 @@ func StartIstiod(ctx context.Context, e *envtest.Env, bin, dir string, opts Isti
 	if opts.TrustDomain == "" {
 		opts.TrustDomain = "cluster.local"
 	}
-	d := &Istiod{Revision: opts.Revision, Dir: dir, log: &syncBuffer{}}
+	d := &Istiod{Revision: opts.Revision, Dir: dir, log: &envtest.LockedBuffer{}}
 	// Istio's chart installs into istio-system, where istiod keeps its CA (istio-ca-secret).
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}}
 	if err := e.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -209,23 +207,6 @@ func (d *Istiod) Stop() {
 	for _, c := range d.stops {
 		_ = c.Close()
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func tail(s string, n int) string {

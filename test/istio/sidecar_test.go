@@ -100,7 +100,7 @@ func runSidecarCase(t *testing.T, config string, istiodOpts IstiodOptions) {
 	if err := os.MkdirAll(statusDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	log := &syncBuffer{}
+	log := &envtest.LockedBuffer{}
 	agent, err := kubelet.Run(ctx, filepath.Join(dir, "pod"), pod, inject.ProxyContainerName, kubelet.Options{
 		API:   kubernetes.NewForConfigOrDie(env.Config),
 		Image: proxyImage,
@@ -194,7 +194,7 @@ func runSidecarCase(t *testing.T, config string, istiodOpts IstiodOptions) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	probeErr := &syncBuffer{}
+	probeErr := &envtest.LockedBuffer{}
 	probe.Stderr = probeErr
 	if err := probe.Start(); err != nil {
 		t.Fatal(err)
