@@ -2,10 +2,15 @@ package envtest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 )
 
 // Helm runs the real helm that `make helm` builds, with its configuration, cache and data
@@ -24,4 +29,22 @@ func Helm(home string, env []string, args ...string) (string, error) {
 		return out.String(), fmt.Errorf("helm %v: %w: %s", args, err, errOut.String())
 	}
 	return out.String(), nil
+}
+
+// ParseObjects splits a YAML (or JSON) stream of Kubernetes objects, as helm template or
+// kustomize print it, into objects; empty documents are dropped.
+func ParseObjects(stream []byte) ([]*unstructured.Unstructured, error) {
+	var objects []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(stream), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			return objects, nil
+		} else if err != nil {
+			return nil, err
+		}
+		if len(u.Object) > 0 {
+			objects = append(objects, u)
+		}
+	}
 }

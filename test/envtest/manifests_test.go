@@ -2,9 +2,7 @@ package envtest
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +16,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
@@ -88,19 +85,11 @@ func kustomizeDir(t *testing.T, dir string) *manifests {
 // parseManifests splits a YAML stream (kustomize's, helm's) into objects.
 func parseManifests(t *testing.T, stream []byte) *manifests {
 	t.Helper()
-	m := &manifests{yaml: stream}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(m.yaml), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			return m
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		if len(u.Object) > 0 {
-			m.objects = append(m.objects, u)
-		}
+	objects, err := ParseObjects(stream)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return &manifests{yaml: stream, objects: objects}
 }
 
 // get returns the one object of kind and name, decoded into into (nil: not decoded).

@@ -15,11 +15,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/emissary-istio/emissary-istio-webhook/test/envtest"
 	"github.com/emissary-istio/emissary-istio-webhook/test/kubelet"
@@ -50,39 +53,59 @@ func BinDir() (string, error) {
 }
 
 // Istiod is one istiod (pilot-discovery) running in a network namespace of its own, so it
-// listens on its usual ports (15012 XDS and CA, 8080 HTTP) without taking any port of this
-// machine. It reaches kube-apiserver, and is reached, through Unix sockets in Dir:
-// grpcs.sock (15012) and http.sock (8080).
+// listens on its usual ports (15012 XDS and CA, 8080 HTTP, 15017 webhooks) without taking any
+// port of this machine. It reaches kube-apiserver, and is reached, through Unix sockets in Dir:
+// grpcs.sock (15012), http.sock (8080) and webhook.sock (15017).
 type Istiod struct {
 	Revision string // "default" or a revision name
 	Dir      string
-	proc     *kubelet.Process
-	log      *envtest.LockedBuffer
-	stops    []io.Closer
+	// InjectorURL is where the API server calls istiod's sidecar injector (with
+	// IstiodOptions.Injector): https://localhost:PORT/inject.
+	InjectorURL string
+
+	env   *envtest.Env
+	proc  *kubelet.Process
+	log   *envtest.LockedBuffer
+	stops []func()
 }
 
 // Ports inside istiod's network namespace.
 const (
-	istiodGRPCS = "15012"
-	istiodHTTP  = "8080"
+	istiodGRPCS   = "15012"
+	istiodHTTP    = "8080"
+	istiodWebhook = "15017"
 )
 
 // IstiodOptions configure one istiod.
 type IstiodOptions struct {
 	Revision    string // "" means default
 	TrustDomain string // "" means cluster.local
+	// Injector registers istiod's own sidecar injector as Istio's chart installs it: the
+	// chart's injection ConfigMap, and its MutatingWebhookConfiguration pointed at istiod's
+	// webhook port through a port of this machine, with the caBundle istiod itself patches in
+	// (its serving certificate names localhost: ISTIOD_CUSTOM_HOST). Stop removes both.
+	Injector bool
+	// Env is added to istiod's environment (e.g. ENABLE_NATIVE_SIDECARS).
+	Env []string
 }
 
-// StartIstiod runs istiod as Istio's chart does in a cluster (its own CA, self-signed root,
-// PILOT_CERT_PROVIDER=istiod), with env's admin kubeconfig, and waits until it is ready.
-func StartIstiod(ctx context.Context, e *envtest.Env, bin, dir string, opts IstiodOptions) (*Istiod, error) {
+// StartIstiod runs istiod as Istio's istio-discovery chart does in a cluster (the chart's
+// mesh configuration, its own CA with a self-signed root, PILOT_CERT_PROVIDER=istiod), with
+// env's admin kubeconfig, and waits until it is ready (and, with opts.Injector, until the API
+// server calls its injector).
+func StartIstiod(ctx context.Context, e *envtest.Env, bin, dir string, opts IstiodOptions) (_ *Istiod, err error) {
 	if opts.Revision == "" {
 		opts.Revision = "default"
 	}
 	if opts.TrustDomain == "" {
 		opts.TrustDomain = "cluster.local"
 	}
-	d := &Istiod{Revision: opts.Revision, Dir: dir, log: &envtest.LockedBuffer{}}
+	d := &Istiod{Revision: opts.Revision, Dir: dir, env: e, log: &envtest.LockedBuffer{}}
+	defer func() {
+		if err != nil {
+			d.Stop()
+		}
+	}()
 	// Istio's chart installs into istio-system, where istiod keeps its CA (istio-ca-secret).
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}}
 	if err := e.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -91,9 +114,35 @@ func StartIstiod(ctx context.Context, e *envtest.Env, bin, dir string, opts Isti
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	mesh := filepath.Join(dir, "mesh")
-	if err := os.WriteFile(mesh, []byte("trustDomain: "+opts.TrustDomain+"\nrootNamespace: istio-system\n"), 0o644); err != nil {
+	chart, err := renderDiscoveryChart(opts)
+	if err != nil {
 		return nil, err
+	}
+	suffix := ""
+	if opts.Revision != "default" {
+		suffix = "-" + opts.Revision
+	}
+	meshConfig := &corev1.ConfigMap{}
+	if err := chart.get("ConfigMap", "istio"+suffix, meshConfig); err != nil {
+		return nil, err
+	}
+	mesh := filepath.Join(dir, "mesh")
+	if err := os.WriteFile(mesh, []byte(meshConfig.Data["mesh"]), 0o644); err != nil {
+		return nil, err
+	}
+	env := append([]string{"PATH=/usr/bin:/bin", "POD_NAMESPACE=istio-system", "POD_NAME=istiod" + suffix + "-test",
+		"REVISION=" + opts.Revision, "PILOT_CERT_PROVIDER=istiod", "JWT_POLICY=third-party-jwt",
+		"CLUSTER_ID=Kubernetes", "KUBECONFIG=" + e.Kubeconfig}, opts.Env...)
+	if opts.Injector {
+		// istiod reads the injection template at start, from the chart's ConfigMap.
+		injector := &corev1.ConfigMap{}
+		if err := chart.get("ConfigMap", "istio-sidecar-injector"+suffix, injector); err != nil {
+			return nil, err
+		}
+		if err := d.apply(ctx, injector); err != nil {
+			return nil, err
+		}
+		env = append(env, "ISTIOD_CUSTOM_HOST=localhost")
 	}
 	// kube-apiserver listens on this machine's loopback: give istiod the same address in its
 	// namespace, forwarded through a socket.
@@ -102,53 +151,152 @@ func StartIstiod(ctx context.Context, e *envtest.Env, bin, dir string, opts Isti
 		return nil, err
 	}
 	apiSock := filepath.Join(dir, "apiserver.sock")
-	l, err := kubelet.Forward{Listen: "unix:" + apiSock, Dial: "tcp:" + api.Host}.Start()
-	if err != nil {
+	if _, err := d.forward(kubelet.Forward{Listen: "unix:" + apiSock, Dial: "tcp:" + api.Host}); err != nil {
 		return nil, err
 	}
-	d.stops = append(d.stops, l)
-	name := "istiod-test"
-	if opts.Revision != "default" {
-		name = "istiod-" + opts.Revision + "-test"
-	}
 	d.proc, err = kubelet.Start(kubelet.Sandbox{
-		Hostname: name,
+		Hostname: "istiod" + suffix + "-test",
 		Argv: []string{filepath.Join(bin, "pilot-discovery"), "discovery",
 			"--kubeconfig", e.Kubeconfig, "--meshConfig", mesh,
 			"--clusterID", "Kubernetes", "--domain", "cluster.local"},
-		Env: []string{"PATH=/usr/bin:/bin", "POD_NAMESPACE=istio-system", "POD_NAME=" + name,
-			"REVISION=" + opts.Revision, "PILOT_CERT_PROVIDER=istiod", "JWT_POLICY=third-party-jwt",
-			"CLUSTER_ID=Kubernetes", "KUBECONFIG=" + e.Kubeconfig},
+		Env: env,
 		Dir: dir,
 		Forwards: []kubelet.Forward{
 			{Listen: "tcp:" + api.Host, Dial: "unix:" + apiSock},
 			{Listen: "unix:" + d.Socket(istiodGRPCS), Dial: "tcp:127.0.0.1:" + istiodGRPCS},
 			{Listen: "unix:" + d.Socket(istiodHTTP), Dial: "tcp:127.0.0.1:" + istiodHTTP},
+			{Listen: "unix:" + d.Socket(istiodWebhook), Dial: "tcp:127.0.0.1:" + istiodWebhook},
 		},
 	}, d.log)
 	if err != nil {
-		d.Stop()
 		return nil, err
 	}
-	for {
-		if status, _, err := d.Get(ctx, "/ready"); err == nil && status == http.StatusOK {
-			return d, nil
+	if err := d.wait(ctx, "ready", func() (bool, error) {
+		status, _, err := d.Get(ctx, "/ready")
+		return err == nil && status == http.StatusOK, nil
+	}); err != nil {
+		return nil, err
+	}
+	if opts.Injector {
+		if err := d.registerInjector(ctx, chart, "istio-sidecar-injector"+suffix); err != nil {
+			return nil, err
 		}
-		if done, err := d.proc.Exited(); done {
-			return nil, fmt.Errorf("istiod %s exited (%v):\n%s", opts.Revision, err, d.Log(4000))
+	}
+	return d, nil
+}
+
+// registerInjector applies the chart's MutatingWebhookConfiguration name, pointed at a port
+// of this machine that leads to istiod's webhook port, and waits until istiod has patched its
+// caBundle and the API server has istiod inject a Pod.
+func (d *Istiod) registerInjector(ctx context.Context, chart discoveryChart, name string) error {
+	l, err := d.forward(kubelet.Forward{Listen: "tcp:127.0.0.1:0", Dial: "unix:" + d.Socket(istiodWebhook)})
+	if err != nil {
+		return err
+	}
+	d.InjectorURL = fmt.Sprintf("https://localhost:%d/inject", l.Addr().(*net.TCPAddr).Port)
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := chart.get("MutatingWebhookConfiguration", name, mwc); err != nil {
+		return err
+	}
+	if err := envtest.PointAt(mwc, strings.TrimSuffix(d.InjectorURL, "/inject"), nil); err != nil {
+		return err
+	}
+	if err := d.apply(ctx, mwc); err != nil {
+		return err
+	}
+	// A Pod that asks this revision for injection, in a namespace without Istio's labels.
+	probeLabels := map[string]string{"sidecar.istio.io/inject": "true"}
+	if d.Revision != "default" {
+		probeLabels = map[string]string{"istio.io/rev": d.Revision}
+	}
+	var last error
+	err = d.wait(ctx, "injecting through "+d.InjectorURL, func() (bool, error) {
+		probe := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "istio-injector-probe", Namespace: "istio-system", Labels: probeLabels},
+			Spec: corev1.PodSpec{ServiceAccountName: "default", // the proxy's token needs one
+				Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
+		}
+		if last = d.env.Client.Create(ctx, probe, client.DryRunAll); last != nil {
+			return false, nil
+		}
+		return podContainer(probe, "istio-proxy") != nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w (last answer: %v)", err, last)
+	}
+	return nil
+}
+
+// apply creates obj, or replaces the one a previous run left; Stop deletes it.
+func (d *Istiod) apply(ctx context.Context, obj client.Object) error {
+	c := d.env.Client
+	if err := c.Create(ctx, obj); apierrors.IsAlreadyExists(err) {
+		existing := obj.DeepCopyObject().(client.Object)
+		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), existing); err != nil {
+			return err
+		}
+		obj.SetResourceVersion(existing.GetResourceVersion())
+		err = c.Update(ctx, obj)
+		if err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	d.stops = append(d.stops, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = c.Delete(ctx, obj)
+	})
+	return nil
+}
+
+// forward starts f on this machine until Stop.
+func (d *Istiod) forward(f kubelet.Forward) (net.Listener, error) {
+	l, err := f.Start()
+	if err != nil {
+		return nil, err
+	}
+	d.stops = append(d.stops, func() { _ = l.Close() })
+	return l, nil
+}
+
+// wait polls done until it is true, istiod exits or ctx ends.
+func (d *Istiod) wait(ctx context.Context, what string, done func() (bool, error)) error {
+	for {
+		ok, err := done()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if exited, err := d.proc.Exited(); exited {
+			return fmt.Errorf("istiod %s exited (%v):\n%s", d.Revision, err, d.Log(4000))
 		}
 		select {
 		case <-ctx.Done():
-			d.Stop()
-			return nil, fmt.Errorf("istiod %s not ready: %w:\n%s", opts.Revision, ctx.Err(), d.Log(4000))
+			return fmt.Errorf("istiod %s not %s: %w:\n%s", d.Revision, what, ctx.Err(), d.Log(4000))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
 
+// podContainer is pod's container (or init container) name, or nil.
+func podContainer(pod *corev1.Pod, name string) *corev1.Container {
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range cs {
+			if cs[i].Name == name {
+				return &cs[i]
+			}
+		}
+	}
+	return nil
+}
+
 // Socket is the Unix socket in Dir that reaches istiod's port.
 func (d *Istiod) Socket(port string) string {
-	return filepath.Join(d.Dir, map[string]string{istiodGRPCS: "grpcs.sock", istiodHTTP: "http.sock"}[port])
+	return filepath.Join(d.Dir, map[string]string{istiodGRPCS: "grpcs.sock", istiodHTTP: "http.sock", istiodWebhook: "webhook.sock"}[port])
 }
 
 // Get asks istiod's HTTP port (readiness, debug endpoints).
@@ -196,17 +344,24 @@ func (d *Istiod) ConnectedProxies(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
+// InjectionRequested reports whether istiod's injector was asked about a Pod of namespace ns
+// (it logs every request, whether it injects or not).
+func (d *Istiod) InjectionRequested(ns string) bool {
+	return strings.Contains(d.log.String(), "path=/inject pod="+ns+"/")
+}
+
 // Log is the end of istiod's output, for failure messages.
 func (d *Istiod) Log(n int) string { return tail(d.log.String(), n) }
 
-// Stop ends istiod and its forwards.
+// Stop ends istiod and its forwards, and removes what it registered.
 func (d *Istiod) Stop() {
 	if d.proc != nil {
 		d.proc.Stop()
 	}
-	for _, c := range d.stops {
-		_ = c.Close()
+	for i := len(d.stops) - 1; i >= 0; i-- {
+		d.stops[i]()
 	}
+	d.stops = nil
 }
 
 func tail(s string, n int) string {

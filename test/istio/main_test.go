@@ -3,9 +3,7 @@ package istio
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -38,15 +36,4 @@ func TestMain(m *testing.M) {
 	os.Exit(envtest.RunSuite(m, envtest.Options{CRDDirs: []string{
 		filepath.Join(envtest.RepoRoot(), "test", "envtest", "crds"), crds,
 	}}, &env))
-}
-
-// istioCRDs is Istio's own CRD file, from the istio.io/istio module hack/tools/istio pins.
-func istioCRDs() (string, error) {
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "istio.io/istio")
-	cmd.Dir = filepath.Join(envtest.RepoRoot(), "hack", "tools", "istio")
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("istio: locating the istio.io/istio module: %w", err)
-	}
-	return filepath.Join(strings.TrimSpace(string(out)), "manifests", "charts", "base", "files", "crd-all.gen.yaml"), nil
 }

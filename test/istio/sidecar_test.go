@@ -19,6 +19,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -69,14 +70,7 @@ func TestInjectedSidecarAgainstIstio(t *testing.T) {
 func runSidecarCase(t *testing.T, config string, istiodOpts IstiodOptions) {
 	ctx, cancel := context.WithTimeout(context.Background(), caseTimeout)
 	defer cancel()
-	cfg, err := inject.ParseConfig([]byte("apiVersion: " + inject.ConfigAPIVersion + "\nkind: " + inject.ConfigKind + "\n" + config))
-	if err != nil {
-		t.Fatal(err)
-	}
-	previous := env.Server.Config.Load()
-	env.Server.Config.Store(cfg)
-	t.Cleanup(func() { env.Server.Config.Store(previous) })
-
+	cfg := useConfig(t, config)
 	dir := t.TempDir()
 	istiod, err := StartIstiod(ctx, env, bin, filepath.Join(dir, "istiod"), istiodOpts)
 	if err != nil {
@@ -86,47 +80,91 @@ func runSidecarCase(t *testing.T, config string, istiodOpts IstiodOptions) {
 
 	ns := "ambassador-" + strings.ReplaceAll(t.Name()[strings.LastIndex(t.Name(), "/")+1:], "_", "-")
 	d := applySeed(t, ns)
-	proxy := storedContainer(t, d, inject.ProxyContainerName)
 	pod := kubelet.PodFromTemplate(ns, d.Name+"-0", &d.Spec.Template)
+	agent := startAgent(t, ctx, dir, pod, istiod)
+	agent.checkCertificates(ctx, cfg.TrustDomain)
+	agent.checkXDS(ctx)
+}
 
-	// Cluster DNS, as far as this pod needs it: the istiod Service that exists. Everything the
-	// agent dials is its rendered address verbatim; inside the pod's network namespace port
-	// 15012 of that name leads to istiod's socket.
-	svc := "istiod." + "istio-system.svc"
-	if istiodOpts.Revision != "" {
-		svc = "istiod-" + istiodOpts.Revision + ".istio-system.svc"
-	}
-	statusDir := filepath.Join(dir, "status")
-	if err := os.MkdirAll(statusDir, 0o755); err != nil {
+// useConfig makes config (keys of the webhook's configuration) the webhook's for the test.
+func useConfig(t *testing.T, config string) *inject.Config {
+	t.Helper()
+	cfg, err := inject.ParseConfig([]byte("apiVersion: " + inject.ConfigAPIVersion + "\nkind: " + inject.ConfigKind + "\n" + config))
+	if err != nil {
 		t.Fatal(err)
 	}
-	log := &envtest.LockedBuffer{}
-	agent, err := kubelet.Run(ctx, filepath.Join(dir, "pod"), pod, inject.ProxyContainerName, kubelet.Options{
-		API:   kubernetes.NewForConfigOrDie(env.Config),
-		Image: proxyImage,
-		Hosts: map[string]string{svc: "127.0.0.10"},
-		Forwards: []kubelet.Forward{
-			{Listen: "tcp:127.0.0.10:15012", Dial: "unix:/run/istiod/grpcs.sock"},
-			// The readiness probe's port, reachable from the test as a kubelet would probe it.
-			{Listen: "unix:/run/status/probe.sock", Dial: "tcp:127.0.0.1:" + proxy.ReadinessProbe.HTTPGet.Port.String()},
-		},
-		Binds: []kubelet.Bind{{Source: istiod.Dir, Target: "/run/istiod"}, {Source: statusDir, Target: "/run/status"}},
-		// No Envoy binary exists here; xdsprobe below stands in for it.
+	previous := env.Server.Config.Load()
+	env.Server.Config.Store(cfg)
+	t.Cleanup(func() { env.Server.Config.Store(previous) })
+	return cfg
+}
+
+// agentRun is pilot-agent running as the istio-proxy container of a Pod, against istiod.
+type agentRun struct {
+	t         *testing.T
+	pod       *corev1.Pod
+	proxy     *corev1.Container
+	istiod    *Istiod
+	agent     *kubelet.Container
+	log       *envtest.LockedBuffer
+	statusDir string
+}
+
+// startAgent runs pod's istio-proxy container (or init container) as the kubelet would, as a
+// real pilot-agent in a pod's view of the world (its volumes at their mountPaths, env as the
+// kubelet resolves it, /etc/hosts for istiod's Service names, its own network namespace)
+// against istiod. Everything the agent dials is its rendered address verbatim: inside the
+// pod's network namespace port 15012 of istiod's Service name leads to istiod's socket.
+func startAgent(t *testing.T, ctx context.Context, dir string, pod *corev1.Pod, istiod *Istiod) *agentRun {
+	t.Helper()
+	r := &agentRun{t: t, pod: pod, istiod: istiod, log: &envtest.LockedBuffer{}, statusDir: filepath.Join(dir, "status")}
+	if r.proxy = podContainer(pod, inject.ProxyContainerName); r.proxy == nil {
+		t.Fatalf("pod %s/%s has no %s container", pod.Namespace, pod.Name, inject.ProxyContainerName)
+	}
+	// Cluster DNS, as far as this pod needs it: the istiod Service that exists.
+	svc := "istiod.istio-system.svc"
+	if istiod.Revision != "default" {
+		svc = "istiod-" + istiod.Revision + ".istio-system.svc"
+	}
+	if err := os.MkdirAll(r.statusDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	forwards := []kubelet.Forward{{Listen: "tcp:127.0.0.10:15012", Dial: "unix:/run/istiod/grpcs.sock"}}
+	if p := r.proxy.ReadinessProbe; p != nil && p.HTTPGet != nil {
+		// The readiness probe's port, reachable from the test as a kubelet would probe it.
+		forwards = append(forwards, kubelet.Forward{Listen: "unix:/run/status/probe.sock", Dial: "tcp:127.0.0.1:" + p.HTTPGet.Port.String()})
+	}
+	var err error
+	r.agent, err = kubelet.Run(ctx, filepath.Join(dir, "pod"), pod, inject.ProxyContainerName, kubelet.Options{
+		API:      kubernetes.NewForConfigOrDie(env.Config),
+		Image:    proxyImage,
+		Hosts:    map[string]string{svc: "127.0.0.10"},
+		Forwards: forwards,
+		Binds:    []kubelet.Bind{{Source: istiod.Dir, Target: "/run/istiod"}, {Source: r.statusDir, Target: "/run/status"}},
+		// No Envoy binary exists here; xdsprobe (checkXDS) stands in for it.
 		ExtraEnv: []string{"DISABLE_ENVOY=true"},
-		Out:      log,
+		Out:      r.log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer agent.Stop()
-	failf := func(format string, args ...any) {
-		t.Helper()
-		t.Fatalf(format+"\n--- pilot-agent:\n%s\n--- istiod:\n%s", append(args, tail(log.String(), 6000), istiod.Log(3000))...)
-	}
+	t.Cleanup(r.agent.Stop)
+	return r
+}
 
-	// The certificates, where the agent's OUTPUT_CERTS says and Emissary reads them: the volume
-	// the Emissary container mounts at AMBASSADOR_ISTIO_SECRET_DIR.
-	certsDir := emissaryCertsDir(t, d, agent)
+func (r *agentRun) fatalf(format string, args ...any) {
+	r.t.Helper()
+	r.t.Fatalf(format+"\n--- pilot-agent:\n%s\n--- istiod:\n%s", append(args, tail(r.log.String(), 6000), r.istiod.Log(3000))...)
+}
+
+// checkCertificates: the agent gets certificates for the pod's identity in trustDomain from
+// istiod, and writes them where the agent's OUTPUT_CERTS says and Emissary reads them (the
+// volume the Emissary container mounts at AMBASSADOR_ISTIO_SECRET_DIR), readable by
+// Emissary's user, chained to the root istiod publishes.
+func (r *agentRun) checkCertificates(ctx context.Context, trustDomain string) {
+	t := r.t
+	t.Helper()
+	certsDir := r.emissaryCertsDir()
 	files := map[string][]byte{}
 	for _, name := range []string{"key.pem", "cert-chain.pem", "root-cert.pem"} {
 		for files[name] == nil {
@@ -134,12 +172,12 @@ func runSidecarCase(t *testing.T, config string, istiodOpts IstiodOptions) {
 				files[name] = b
 				continue
 			}
-			if done, err := agent.Exited(); done {
-				failf("pilot-agent exited (%v) before writing %s", err, name)
+			if done, err := r.agent.Exited(); done {
+				r.fatalf("pilot-agent exited (%v) before writing %s", err, name)
 			}
 			select {
 			case <-ctx.Done():
-				failf("no %s in OUTPUT_CERTS within %s", name, caseTimeout)
+				r.fatalf("no %s in OUTPUT_CERTS: %v", name, ctx.Err())
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
@@ -153,15 +191,15 @@ func runSidecarCase(t *testing.T, config string, istiodOpts IstiodOptions) {
 		}
 	}
 	leaf := parseCert(t, files["cert-chain.pem"])
-	wantID := fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", cfg.TrustDomain, ns, pod.Spec.ServiceAccountName)
+	wantID := fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", trustDomain, r.pod.Namespace, r.pod.Spec.ServiceAccountName)
 	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != wantID {
 		t.Errorf("certificate identity %v, want %s", leaf.URIs, wantID)
 	}
-	if got := agent.Env["TRUST_DOMAIN"]; got != cfg.TrustDomain {
-		t.Errorf("TRUST_DOMAIN is %q, want %q", got, cfg.TrustDomain)
+	if got := r.agent.Env["TRUST_DOMAIN"]; got != trustDomain {
+		t.Errorf("TRUST_DOMAIN is %q, want %q", got, trustDomain)
 	}
 	published := &corev1.ConfigMap{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "istio-ca-root-cert"}, published); err != nil {
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: r.pod.Namespace, Name: "istio-ca-root-cert"}, published); err != nil {
 		t.Fatal(err)
 	}
 	// The same certificate (the files differ in a trailing newline).
@@ -177,14 +215,21 @@ func runSidecarCase(t *testing.T, config string, istiodOpts IstiodOptions) {
 	if keyBlock == nil || !strings.Contains(keyBlock.Type, "PRIVATE KEY") {
 		t.Errorf("key.pem holds no private key")
 	}
+	t.Logf("istiod %s: certificates for %s in the volume Emissary reads", r.istiod.Revision, wantID)
+}
 
-	// XDS: Envoy's stand-in asks the agent for clusters; the agent forwards to the istiod its
-	// configuration names, which lists the connection.
-	node := fmt.Sprintf("sidecar~%s~%s.%s~%s.svc.cluster.local", "127.0.0.1", pod.Name, ns, ns)
-	meta, _ := json.Marshal(map[string]string{"NAMESPACE": ns, "CLUSTER_ID": agent.Env["ISTIO_META_CLUSTER_ID"],
-		"ISTIO_VERSION": inject.DefaultIstioVersion, "MESH_ID": agent.Env["ISTIO_META_MESH_ID"]})
+// checkXDS: Envoy's stand-in asks the agent for clusters; the agent forwards to the istiod
+// its configuration names, which lists the connection. Then the stored readiness probe
+// passes, as the kubelet runs it.
+func (r *agentRun) checkXDS(ctx context.Context) {
+	t := r.t
+	t.Helper()
+	ns := r.pod.Namespace
+	node := fmt.Sprintf("sidecar~%s~%s.%s~%s.svc.cluster.local", "127.0.0.1", r.pod.Name, ns, ns)
+	meta, _ := json.Marshal(map[string]string{"NAMESPACE": ns, "CLUSTER_ID": r.agent.Env["ISTIO_META_CLUSTER_ID"],
+		"ISTIO_VERSION": inject.DefaultIstioVersion, "MESH_ID": r.agent.Env["ISTIO_META_MESH_ID"]})
 	probe := exec.CommandContext(ctx, filepath.Join(bin, "xdsprobe"),
-		"-socket", filepath.Join(agent.VolumeDir(volumeMountedAt(t, proxy, "/etc/istio/proxy")), "XDS"),
+		"-socket", filepath.Join(r.agent.VolumeDir(volumeMountedAt(t, r.proxy, "/etc/istio/proxy")), "XDS"),
 		"-node", node, "-metadata", string(meta))
 	hold, err := probe.StdinPipe() // the probe keeps its stream open until this is closed
 	if err != nil {
@@ -205,62 +250,83 @@ func runSidecarCase(t *testing.T, config string, istiodOpts IstiodOptions) {
 		Resources int    `json:"resources"`
 	}
 	if err := json.NewDecoder(stdout).Decode(&answer); err != nil || answer.Resources == 0 {
-		failf("no XDS answer through the agent (%v, %d clusters): %s", err, answer.Resources, probeErr)
+		r.fatalf("no XDS answer through the agent (%v, %d clusters): %s", err, answer.Resources, probeErr)
 	}
-	conns, err := istiod.ConnectedProxies(ctx)
+	conns, err := r.istiod.ConnectedProxies(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A connection's ID is the proxy's ID (<pod>.<namespace>, from the node ID), "-", a number.
-	if !hasPrefix(conns, pod.Name+"."+ns+"-") {
-		t.Errorf("istiod %s lists connections %v, not the proxy %s", istiod.Revision, conns, node)
+	if !hasPrefix(conns, r.pod.Name+"."+ns+"-") {
+		t.Errorf("istiod %s lists connections %v, not the proxy %s", r.istiod.Revision, conns, node)
 	}
-
-	// The stored readiness probe, as the kubelet runs it.
-	if status := httpProbe(ctx, filepath.Join(statusDir, "probe.sock"), proxy.ReadinessProbe.HTTPGet.Path); status != http.StatusOK {
-		failf("readiness probe %s answered %d", proxy.ReadinessProbe.HTTPGet.Path, status)
+	if p := r.proxy.ReadinessProbe; p != nil && p.HTTPGet != nil {
+		if status := httpProbe(ctx, filepath.Join(r.statusDir, "probe.sock"), p.HTTPGet.Path); status != http.StatusOK {
+			r.fatalf("readiness probe %s answered %d", p.HTTPGet.Path, status)
+		}
 	}
-	t.Logf("istiod %s: certificates for %s and %d clusters over XDS", istiod.Revision, wantID, answer.Resources)
+	t.Logf("istiod %s: %d clusters over XDS", r.istiod.Revision, answer.Resources)
 }
 
-// applySeed applies the seed's Emissary Deployment with kubectl, in namespace ns with its
-// service account and the Secret its pod mounts (Emissary's own; an install makes it),
-// through the webhook, and returns what the API server stored.
+// seedFile is the seed's Emissary Deployment as an operator applies it with the webhook.
+var seedFile = filepath.Join(envtest.RepoRoot(), "test", "envtest", "testdata", "seed-emissary.yaml")
+
+// applySeed applies the seed's Emissary Deployment in a new namespace ns; see applyEmissary.
 func applySeed(t *testing.T, ns string) *appsv1.Deployment {
 	t.Helper()
-	seed, err := os.ReadFile(filepath.Join(envtest.RepoRoot(), "test", "envtest", "testdata", "seed-emissary.yaml"))
+	d, _ := applyEmissary(t, seedFile, ns, nil)
+	return d
+}
+
+// applyEmissary applies the Deployment in file with kubectl, through the webhook, into a new
+// namespace ns with labels nsLabels, with the service account and the Secrets its pod uses
+// (Emissary's own; an install makes them). It returns what the API server stored and
+// kubectl's standard error (its warnings).
+func applyEmissary(t *testing.T, file, ns string, nsLabels map[string]string) (*appsv1.Deployment, string) {
+	t.Helper()
+	raw, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	manifest := strings.Replace(string(seed), "namespace: ambassador", "namespace: "+ns, 1)
-	for _, args := range [][]string{
-		{"create", "namespace", ns},
-		{"-n", ns, "create", "serviceaccount", "ambassador"},
-		{"-n", ns, "create", "secret", "generic", "ambassador-edge-stack"},
-	} {
+	objs, err := envtest.ParseObjects(raw)
+	if err != nil || len(objs) != 1 || objs[0].GetKind() != "Deployment" {
+		t.Fatalf("%s: want one Deployment (%v)", file, err)
+	}
+	objs[0].SetNamespace(ns)
+	manifest, err := objs[0].MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &appsv1.Deployment{}
+	if err := json.Unmarshal(manifest, d); err != nil {
+		t.Fatal(err)
+	}
+	namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: nsLabels}}
+	if err := env.Client.Create(context.Background(), namespace); err != nil {
+		t.Fatal(err)
+	}
+	var prereqs [][]string
+	if sa := d.Spec.Template.Spec.ServiceAccountName; sa != "" {
+		prereqs = append(prereqs, []string{"-n", ns, "create", "serviceaccount", sa})
+	}
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		if v.Secret != nil {
+			prereqs = append(prereqs, []string{"-n", ns, "create", "secret", "generic", v.Secret.SecretName})
+		}
+	}
+	for _, args := range prereqs {
 		if _, _, err := env.Kubectl(nil, args...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := env.Kubectl([]byte(manifest), "apply", "-f", "-"); err != nil {
+	_, warnings, err := env.Kubectl(manifest, "apply", "-f", "-")
+	if err != nil {
 		t.Fatal(err)
 	}
-	d := &appsv1.Deployment{}
-	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "ambassador"}, d); err != nil {
+	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(d), d); err != nil {
 		t.Fatal(err)
 	}
-	return d
-}
-
-func storedContainer(t *testing.T, d *appsv1.Deployment, name string) *corev1.Container {
-	t.Helper()
-	for i := range d.Spec.Template.Spec.Containers {
-		if c := &d.Spec.Template.Spec.Containers[i]; c.Name == name {
-			return c
-		}
-	}
-	t.Fatalf("the stored Deployment has no container %s", name)
-	return nil
+	return d, warnings
 }
 
 // volumeMountedAt names the volume c mounts at mountPath.
@@ -275,31 +341,29 @@ func volumeMountedAt(t *testing.T, c *corev1.Container, mountPath string) string
 	return ""
 }
 
-// emissaryCertsDir is where the Emissary container reads certificates (the volume it mounts at
-// its AMBASSADOR_ISTIO_SECRET_DIR) and checks that the agent writes there (its OUTPUT_CERTS is
-// a mount of the same volume).
-func emissaryCertsDir(t *testing.T, d *appsv1.Deployment, agent *kubelet.Container) string {
+// emissaryCertsDir is where the Emissary container (the one with AMBASSADOR_ISTIO_SECRET_DIR)
+// reads certificates: the volume it mounts there. The agent's OUTPUT_CERTS must be a mount of
+// the same volume.
+func (r *agentRun) emissaryCertsDir() string {
+	t := r.t
 	t.Helper()
-	st, err := inject.ParseStatus(&d.Spec.Template)
-	if err != nil || st == nil {
-		t.Fatalf("stored Deployment has no injection status: %v", err)
-	}
-	emissary := storedContainer(t, d, st.EmissaryContainer)
+	var emissary *corev1.Container
 	var secretDir string
-	for _, e := range emissary.Env {
-		if e.Name == "AMBASSADOR_ISTIO_SECRET_DIR" {
-			secretDir = e.Value
+	for i := range r.pod.Spec.Containers {
+		for _, e := range r.pod.Spec.Containers[i].Env {
+			if e.Name == "AMBASSADOR_ISTIO_SECRET_DIR" {
+				emissary, secretDir = &r.pod.Spec.Containers[i], e.Value
+			}
 		}
 	}
-	if secretDir == "" {
-		t.Fatalf("container %s has no AMBASSADOR_ISTIO_SECRET_DIR", emissary.Name)
+	if emissary == nil || secretDir == "" {
+		t.Fatal("no container of the pod has AMBASSADOR_ISTIO_SECRET_DIR")
 	}
 	volume := volumeMountedAt(t, emissary, secretDir)
-	proxy := storedContainer(t, d, inject.ProxyContainerName)
-	if got := volumeMountedAt(t, proxy, agent.Env["OUTPUT_CERTS"]); got != volume {
+	if got := volumeMountedAt(t, r.proxy, r.agent.Env["OUTPUT_CERTS"]); got != volume {
 		t.Fatalf("the proxy writes to volume %s, Emissary reads volume %s", got, volume)
 	}
-	return agent.VolumeDir(volume)
+	return r.agent.VolumeDir(volume)
 }
 
 func parseCert(t *testing.T, chain []byte) *x509.Certificate {
