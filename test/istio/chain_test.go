@@ -193,4 +193,3 @@ func envValue(c *corev1.Container, name string) string {
 	}
 	return ""
 }
-
