@@ -71,7 +71,9 @@ func TestDeploymentToPodChain(t *testing.T) {
 			} else {
 				checkWebhookInjected(t, pod)
 			}
-			startAgent(t, ctx, t.TempDir(), pod, istiod).checkCertificates(ctx, "cluster.local")
+			agent := startAgent(t, ctx, t.TempDir(), pod, istiod)
+			agent.checkCertificates(ctx, "cluster.local")
+			agent.checkFlagsRead()
 		})
 	}
 }

@@ -84,6 +84,7 @@ func runSidecarCase(t *testing.T, config string, istiodOpts IstiodOptions) {
 	agent := startAgent(t, ctx, dir, pod, istiod)
 	agent.checkCertificates(ctx, cfg.TrustDomain)
 	agent.checkXDS(ctx)
+	agent.checkFlagsRead()
 }
 
 // useConfig makes config (keys of the webhook's configuration) the webhook's for the test.
@@ -339,6 +340,21 @@ func volumeMountedAt(t *testing.T, c *corev1.Container, mountPath string) string
 	}
 	t.Fatalf("container %s mounts nothing at %s", c.Name, mountPath)
 	return ""
+}
+
+// checkFlagsRead: every flag the sidecar carries is one this pilot-agent reads: it logs each
+// flag it knows at start ("FLAG: --domain=...") and silently drops the others. (Call it once
+// the agent has started: after checkCertificates.)
+func (r *agentRun) checkFlagsRead() {
+	r.t.Helper()
+	for _, a := range r.agent.Args {
+		if name, ok := strings.CutPrefix(a, "--"); ok {
+			name, _, _ = strings.Cut(name, "=")
+			if !strings.Contains(r.log.String(), "FLAG: --"+name+"=") {
+				r.t.Errorf("pilot-agent %s ignores the rendered flag --%s", inject.DefaultIstioVersion, name)
+			}
+		}
+	}
 }
 
 // emissaryCertsDir is where the Emissary container (the one with AMBASSADOR_ISTIO_SECRET_DIR)
