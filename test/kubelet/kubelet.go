@@ -127,13 +127,7 @@ func Run(ctx context.Context, dir string, pod *corev1.Pod, name string, opts Opt
 		}
 		binds = append(binds, Bind{Source: src, Target: path.Clean(m.MountPath), ReadOnly: m.ReadOnly})
 	}
-	binds = append(binds, opts.Binds...)
-	for _, b := range binds {
-		if err := mountPoint(root, b); err != nil {
-			return nil, err
-		}
-	}
-	sb.Binds = binds
+	sb.Binds = append(binds, opts.Binds...)
 	p, err := Start(sb, opts.Out)
 	if err != nil {
 		return nil, err
@@ -205,26 +199,6 @@ func prepareRoot(root string, hosts map[string]string) error {
 		}
 	}
 	return nil
-}
-
-// mountPoint creates what b mounts over in root: a directory, or an empty file for a file.
-func mountPoint(root string, b Bind) error {
-	target := filepath.Join(root, b.Target)
-	fi, err := os.Stat(b.Source)
-	if err != nil {
-		return fmt.Errorf("kubelet: %w", err)
-	}
-	if fi.IsDir() {
-		return os.MkdirAll(target, 0o755)
-	}
-	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(target, os.O_CREATE, 0o644)
-	if err != nil {
-		return err
-	}
-	return f.Close()
 }
 
 // PodFromTemplate is the Pod a workload controller would create from template t in namespace

@@ -20,6 +20,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -170,13 +172,26 @@ func (sb *Sandbox) setUp() error {
 			return fmt.Errorf("hostname: %w", err)
 		}
 	}
-	for _, b := range sb.Binds {
+	// Parents before children (a volume mounted inside another, as Istio's
+	// /var/run/secrets/istio/crl inside /var/run/secrets/istio), each mount point made in the
+	// tree as mounted so far, as container runtimes do; read-only ones made so afterwards, so
+	// that a child's mount point can still be made inside a read-only parent.
+	binds := slices.Clone(sb.Binds)
+	slices.SortStableFunc(binds, func(a, b Bind) int {
+		return strings.Count(filepath.Clean(a.Target), "/") - strings.Count(filepath.Clean(b.Target), "/")
+	})
+	for _, b := range binds {
 		target := filepath.Join(sb.Root, b.Target)
+		if err := mountPoint(b.Source, target); err != nil {
+			return err
+		}
 		if err := unix.Mount(b.Source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 			return fmt.Errorf("bind-mounting %s at %s: %w", b.Source, b.Target, err)
 		}
+	}
+	for _, b := range binds {
 		if b.ReadOnly {
-			if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			if err := unix.Mount("", filepath.Join(sb.Root, b.Target), "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 				return fmt.Errorf("making %s read-only: %w", b.Target, err)
 			}
 		}
@@ -267,4 +282,24 @@ func loopbackUp() error {
 		return fmt.Errorf("bringing lo up: %w", err)
 	}
 	return nil
+}
+
+// mountPoint creates what source is mounted over at target: a directory, or an empty file for
+// a file.
+func mountPoint(source, target string) error {
+	fi, err := os.Stat(source)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return os.MkdirAll(target, 0o755)
+	}
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(target, os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
