@@ -52,6 +52,12 @@ type Config struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
 
+	// Mode is how Emissary gets its istio-proxy (mode.go); a workload may override it.
+	Mode Mode `json:"mode"`
+	// NativeSidecar puts the sidecar mode's istio-proxy among the init containers with
+	// restartPolicy Always (native.go).
+	NativeSidecar bool `json:"nativeSidecar"`
+
 	// Sidecar (istio-proxy) settings.
 	Hub              string                      `json:"hub"`
 	IstioVersion     string                      `json:"istioVersion"`
@@ -147,6 +153,9 @@ func badQuantity(j []byte) error {
 }
 
 func (c *Config) applyDefaults() {
+	if c.Mode == "" {
+		c.Mode = ModeSidecar
+	}
 	setDefault(&c.Hub, DefaultHub)
 	setDefault(&c.IstioVersion, DefaultIstioVersion)
 	istiod := "istiod"
@@ -215,6 +224,11 @@ func (c *Config) Validate() error {
 		bad("istioVersion", "%v", err)
 	} else {
 		c.release = r
+	}
+	if _, err := parseMode(string(c.Mode)); err != nil {
+		bad("mode", "%v", err)
+	} else if c.Mode == ModeIstioInjector && c.release != (istioRelease{}) && !c.release.atLeast(releaseIstioInjector) {
+		bad("mode", "%s needs Istio %s or later (istioVersion is %s): use %s", ModeIstioInjector, releaseIstioInjector, c.IstioVersion, ModeSidecar)
 	}
 	if c.Revision != "" {
 		for _, m := range validation.IsDNS1123Label(c.Revision) {

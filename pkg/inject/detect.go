@@ -105,7 +105,7 @@ func Detect(d *appsv1.Deployment) Detection {
 		return det.skip(ReasonContainerNotFound, fmt.Sprintf("it opts in but none of its %d containers runs an Emissary image; name one with %s", len(candidates), AnnotationContainer))
 	}
 
-	if hasContainer(candidates, ProxyContainerName) {
+	if hasContainer(candidates, ProxyContainerName) || userNativeProxy(tmpl) {
 		return det.skip(ReasonHandWrittenSidecar, "it already has an istio-proxy container that the injector did not add (a hand-written integration)")
 	}
 	return det

@@ -26,8 +26,17 @@ func FuzzDeployment(f *testing.F) {
 	f.Add([]byte(`{"spec":{"template":{"spec":{"containers":[{"name":"a","image":"aes"}]}}}}`),
 		"emissary@sha256:x", "true", "istio-proxy", `{"containers":["a"],"volumes":["x"],"env":["E"],"mounts":["/m"],"annotations":["k"]}`)
 
-	cfg := DefaultConfig()
+	// Both modes, and the native sidecar: one of them per input, chosen by its length.
+	configs := []*Config{DefaultConfig()}
+	for _, yml := range []string{"mode: istio-injector\nrevision: canary", "nativeSidecar: true"} {
+		cfg, err := ParseConfig([]byte(header + yml))
+		if err != nil {
+			f.Fatal(err)
+		}
+		configs = append(configs, cfg)
+	}
 	f.Fuzz(func(t *testing.T, doc []byte, image, inject, container, status string) {
+		cfg := configs[len(doc)%len(configs)]
 		d := &appsv1.Deployment{}
 		if json.Unmarshal(doc, d) != nil {
 			return

@@ -45,6 +45,16 @@ var goldenCases = []struct {
 	{"already-injected-server-defaulted", UpToDate, ReasonUpToDate, 0},
 	{"stale-status", Injected, ReasonInjected, 0},
 	{"user-conflicts", Injected, ReasonInjected, 3},
+	{"istio-injector-seed", Injected, ReasonInjected, 1},
+	{"istio-injector-revision", Injected, ReasonInjected, 0},
+	{"istio-injector-user-metadata", Injected, ReasonInjected, 4},
+	{"emissary-guide-helm-values", Injected, ReasonInjected, 1},
+	{"mode-annotation", Injected, ReasonInjected, 0},
+	{"mode-annotation-invalid", Injected, ReasonInjected, 1},
+	{"host-network-istio-injector", Skipped, ReasonHostNetwork, 1},
+	{"host-network-sidecar", Injected, ReasonInjected, 1},
+	{"native-sidecar", Injected, ReasonInjected, 0},
+	{"switch-to-istio-injector", Injected, ReasonInjected, 0},
 }
 
 // inputNames lists the golden inputs found in testdata.

@@ -38,6 +38,7 @@ const (
 	ReasonOptOut             = "opt-out"
 	ReasonHandWrittenSidecar = "hand-written-sidecar"
 	ReasonContainerNotFound  = "container-not-found" // opt-in names a missing container, or no usable container
+	ReasonHostNetwork        = "host-network"        // a hostNetwork pod in istio-injector mode: Istio does not inject it
 )
 
 // Result says what Deployment did and why.
@@ -104,12 +105,23 @@ func Deployment(d *appsv1.Deployment, cfg *Config) Result {
 	det := Detect(work)
 	res.Container = det.Container
 	warn(det.Warnings...)
+	mode := chooseMode(d.Annotations, &work.Spec.Template, cfg)
+	if det.Inject() {
+		warn(mode.Warnings...)
+		if work.Spec.Template.Spec.HostNetwork {
+			if mode.Mode == ModeIstioInjector {
+				det = det.skip(ReasonHostNetwork, mode.hostNetworkWhy())
+			} else {
+				warn(mode.hostNetworkWhy())
+			}
+		}
+	}
 
 	if det.Reason == ReasonHandWrittenSidecar || (!det.Inject() && old == nil) {
 		switch det.Reason {
 		case ReasonHandWrittenSidecar:
 			warn("left unchanged: " + det.Why + "; remove it to let the injector manage the sidecar")
-		case ReasonContainerNotFound: // the user asked for injection and did not get it
+		case ReasonContainerNotFound, ReasonHostNetwork: // meant to be integrated, and is not
 			warn("not injected: " + det.Why)
 		}
 		res.Action, res.Reason = Skipped, det.Reason
@@ -127,25 +139,28 @@ func Deployment(d *appsv1.Deployment, cfg *Config) Result {
 		return res
 	}
 
-	st, warnings, err := Inject(&work.Spec.Template, det.Container, serviceName(d), cfg)
+	st, warnings, err := injectMode(&work.Spec.Template, mode.Mode, det.Container, serviceName(d), cfg)
 	warn(warnings...)
 	if err != nil { // unreachable after Detect; reported rather than panicking
 		res.Action, res.Reason, res.Message = Skipped, ReasonContainerNotFound, fmt.Sprintf("%s not injected: %v", ref, err)
 		return res
 	}
 	res.Status = st
-	image := cfg.Image()
+	what := mode.Mode.describe(cfg)
 	switch {
 	case old == nil: // work is d: injected in place
 		res.Action, res.Reason = Injected, ReasonInjected
-		res.Message = fmt.Sprintf("injected %s (%s) into %s for container %q", ProxyContainerName, image, ref, det.Container)
+		res.Message = fmt.Sprintf("injected %s into %s for container %q", what, ref, det.Container)
 	case sameTemplate(&d.Spec.Template, &work.Spec.Template, old, st):
 		res.Action, res.Reason = UpToDate, ReasonUpToDate
-		res.Message = fmt.Sprintf("%s (%s) in %s is up to date", ProxyContainerName, image, ref)
+		res.Message = fmt.Sprintf("%s in %s is up to date", what, ref)
 	default:
 		res.Action, res.Reason = Injected, ReasonInjected
-		res.Message = fmt.Sprintf("updated %s (%s) in %s for container %q to the current configuration", ProxyContainerName, image, ref, det.Container)
+		res.Message = updated(old, mode.Mode, what, ref, det.Container)
 		d.Spec.Template = work.Spec.Template
+	}
+	if len(mode.Found) > 0 && res.Changed() {
+		warn(mode.completed(st))
 	}
 	return res
 }
@@ -200,48 +215,12 @@ func Inject(t *corev1.PodTemplateSpec, container, deployment string, cfg *Config
 	if ci < 0 {
 		return nil, nil, fmt.Errorf("container %q does not exist", container)
 	}
-	if hasContainer(spec.Containers, ProxyContainerName) {
+	if hasProxy(spec) {
 		return nil, nil, fmt.Errorf("container %q already exists", ProxyContainerName)
 	}
-	st := &Status{Version: Version, ConfigHash: cfg.SidecarHash(), EmissaryContainer: container}
-	var warnings []string
-
-	for _, v := range ProxyVolumes() {
-		if i := indexVolume(spec.Volumes, v.Name); i >= 0 {
-			if !sameVolumeSource(spec.Volumes[i], v) {
-				warnings = append(warnings, fmt.Sprintf("volume %q already exists and differs from the one the sidecar expects; keeping yours", v.Name))
-			}
-			continue
-		}
-		spec.Volumes = append(spec.Volumes, v)
-		st.Volumes = append(st.Volumes, v.Name)
-	}
-
-	c := &spec.Containers[ci]
-	for _, e := range EmissaryEnv() {
-		if i := indexEnv(c.Env, e.Name); i >= 0 {
-			if u := c.Env[i]; u.ValueFrom != nil || u.Value != e.Value {
-				warnings = append(warnings, fmt.Sprintf("container %q sets %s to %s; keeping it (the injector would set %q)", container, e.Name, envValue(u), e.Value))
-			}
-			continue
-		}
-		c.Env = append(c.Env, e)
-		st.Env = append(st.Env, e.Name)
-	}
-	for _, m := range EmissaryMounts() {
-		if i := indexMount(c.VolumeMounts, m.MountPath); i >= 0 {
-			if u := c.VolumeMounts[i]; u.Name != m.Name || u.SubPath != "" || u.SubPathExpr != "" {
-				warnings = append(warnings, fmt.Sprintf("container %q mounts volume %q at %s; keeping it (the injector would mount %q)", container, u.Name, u.MountPath, m.Name))
-			}
-			continue
-		}
-		c.VolumeMounts = append(c.VolumeMounts, m)
-		st.Mounts = append(st.Mounts, m.MountPath)
-	}
-
-	// After the user's containers: the seed puts istio-proxy second, after aes.
-	spec.Containers = append(spec.Containers, ProxyContainer(cfg, deployment))
-	st.Containers = []string{ProxyContainerName}
+	st := &Status{Version: Version, ConfigHash: cfg.modeHash(ModeSidecar), EmissaryContainer: container}
+	warnings := addEmissarySide(spec, ci, st, ProxyVolumes(), EmissaryEnv(), EmissaryMounts())
+	addProxy(spec, st, ProxyContainer(cfg, deployment), cfg)
 
 	// Istio must not inject its own proxy next to ours. A user value that already says no (in
 	// any spelling Istio accepts) is the user's and stays. One that would let Istio inject is

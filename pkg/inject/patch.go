@@ -42,16 +42,17 @@ func DeploymentPatch(d *appsv1.Deployment, cfg *Config) (Result, []byte, error) 
 	}
 	_, injectedBefore := d.Spec.Template.Annotations[AnnotationStatus]
 	hadVolumes := len(d.Spec.Template.Spec.Volumes) > 0
+	hadInitContainers := len(d.Spec.Template.Spec.InitContainers) > 0
 	res := Deployment(d, cfg)
 	if !res.Changed() {
 		return res, nil, nil
 	}
-	patch, err := templatePatch(&d.Spec.Template, res.Status, !injectedBefore, hadVolumes)
+	patch, err := templatePatch(&d.Spec.Template, res.Status, !injectedBefore, hadVolumes, hadInitContainers)
 	return res, patch, err
 }
 
 // templatePatch is DeploymentPatch's patch for the injected template t with status st.
-func templatePatch(t *corev1.PodTemplateSpec, st *Status, firstInjection, hadVolumes bool) ([]byte, error) {
+func templatePatch(t *corev1.PodTemplateSpec, st *Status, firstInjection, hadVolumes, hadInitContainers bool) ([]byte, error) {
 	var p jsonpatch.Builder
 	p.Grow(4096) // an injected Emissary pod template's patch, in one allocation
 	p.Add("/spec/template/metadata", &t.ObjectMeta)
@@ -64,10 +65,20 @@ func templatePatch(t *corev1.PodTemplateSpec, st *Status, firstInjection, hadVol
 			appendItems(&p, container+"/env", c.Env, len(st.Env))
 			appendItems(&p, container+"/volumeMounts", c.VolumeMounts, len(st.Mounts))
 			appendItems(&p, "/spec/template/spec/containers", spec.Containers, len(st.Containers))
+			appendItems(&p, "/spec/template/spec/initContainers", spec.InitContainers, len(st.InitContainers))
 			return p.Bytes()
 		}
 	}
 	p.Add("/spec/template/spec/containers", spec.Containers)
+	// Init containers, which hold the sidecar with nativeSidecar: written whole like the
+	// containers, or removed when none are left (only when the request has them: a JSON
+	// patch "remove" of a missing path fails).
+	switch {
+	case len(spec.InitContainers) > 0:
+		p.Add("/spec/template/spec/initContainers", spec.InitContainers)
+	case hadInitContainers:
+		p.Remove("/spec/template/spec/initContainers")
+	}
 	switch {
 	case len(spec.Volumes) > 0:
 		p.Add("/spec/template/spec/volumes", spec.Volumes)

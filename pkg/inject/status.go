@@ -13,8 +13,12 @@ import (
 // already had (a volume, env var or mount of the same name or path) are never listed, so
 // stripping never removes user data.
 type Status struct {
-	Version           string   `json:"version"`           // injector version (Version)
-	ConfigHash        string   `json:"configHash"`        // Config.SidecarHash()
+	Version    string `json:"version"`    // injector version (Version)
+	ConfigHash string `json:"configHash"` // Config.modeHash(Mode)
+	// Mode is what the injection was made for: "" (sidecar, as before modes existed) or
+	// istio-injector. Strip removes everything of either; the next render is for the
+	// workload's current mode.
+	Mode              Mode     `json:"mode,omitempty"`
 	EmissaryContainer string   `json:"emissaryContainer"` // the container Env and Mounts were added to
 	Containers        []string `json:"containers"`        // added containers, by name
 	Volumes           []string `json:"volumes"`           // added volumes, by name
@@ -24,6 +28,12 @@ type Status struct {
 	// Replaced holds the user's values of annotations in Annotations that the injector had to
 	// overwrite (sidecar.istio.io/inject: "true"); Strip puts them back.
 	Replaced map[string]string `json:"replaced,omitempty"`
+	// InitContainers are added init containers (istio-proxy as a native sidecar), by name.
+	InitContainers []string `json:"initContainers,omitempty"`
+	// Labels are added pod template labels, by key; ReplacedLabels the user's values of those
+	// the injector overwrote (istio-injector mode's sidecar.istio.io/inject).
+	Labels         []string          `json:"labels,omitempty"`
+	ReplacedLabels map[string]string `json:"replacedLabels,omitempty"`
 }
 
 // String is the compact JSON stored in the annotation. Lists are never null so the shape
@@ -83,6 +93,7 @@ func strip(t *corev1.PodTemplateSpec, st *Status, keepMounted bool) (kept []stri
 		c.VolumeMounts = deleteWhere(c.VolumeMounts, func(m corev1.VolumeMount) bool { return slices.Contains(st.Mounts, m.MountPath) })
 	}
 	spec.Containers = deleteWhere(spec.Containers, func(c corev1.Container) bool { return slices.Contains(st.Containers, c.Name) })
+	spec.InitContainers = deleteWhere(spec.InitContainers, func(c corev1.Container) bool { return slices.Contains(st.InitContainers, c.Name) })
 	spec.Volumes = deleteWhere(spec.Volumes, func(v corev1.Volume) bool {
 		if !slices.Contains(st.Volumes, v.Name) {
 			return false
@@ -103,6 +114,18 @@ func strip(t *corev1.PodTemplateSpec, st *Status, keepMounted bool) (kept []stri
 	delete(t.Annotations, AnnotationStatus)
 	if len(t.Annotations) == 0 {
 		t.Annotations = nil
+	}
+	if len(st.Labels) > 0 {
+		for _, k := range st.Labels {
+			if v, ok := st.ReplacedLabels[k]; ok {
+				t.Labels[k] = v
+			} else {
+				delete(t.Labels, k)
+			}
+		}
+		if len(t.Labels) == 0 {
+			t.Labels = nil
+		}
 	}
 	return kept
 }
