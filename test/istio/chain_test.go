@@ -24,21 +24,27 @@ import (
 const chainTimeout = 2 * time.Minute
 
 // TestDeploymentToPodChain is the whole chain on a real control plane: kubectl applies an
-// Emissary Deployment through this webhook into an istio-injection=enabled namespace; the real
-// kube-controller-manager makes a ReplicaSet and a Pod of it, and the Pod goes through Istio's
-// own sidecar injector (istiod's webhook, registered from Istio's chart) as in a cluster.
-// Asserted on the Pod the API server stored: in sidecar mode the webhook's istio-proxy and
-// Istio stays out; in istio-injector mode Istio's istio-proxy, steered by the webhook's pod
-// metadata. Then a real pilot-agent runs as the stored Pod's istio-proxy and the certificates
-// land where Emissary reads them.
+// Emissary Deployment through this webhook; the real kube-controller-manager makes a
+// ReplicaSet and a Pod of it, and the Pod goes through Istio's own sidecar injector (istiod's
+// webhook, registered from Istio's chart) as in a cluster. Asserted on the Pod the API server
+// stored: in sidecar mode the webhook's istio-proxy, and Istio, asked, stays out; in
+// istio-injector mode Istio's istio-proxy (from the revision the webhook's metadata selects),
+// steered by the webhook's pod metadata. Then a real pilot-agent runs as the stored Pod's
+// istio-proxy and the certificates land where Emissary reads them.
 func TestDeploymentToPodChain(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), chainTimeout)
 	defer cancel()
-	istiod, err := StartIstiod(ctx, env, bin, filepath.Join(t.TempDir(), "istiod"), IstiodOptions{Injector: true})
-	if err != nil {
-		t.Fatal(err)
+	// Two istiods with their injectors, as in a revision-based install: the default one, which
+	// istio-injection=enabled namespaces select, and istiod-canary, which pods select by label.
+	istiods := map[string]*Istiod{}
+	for _, rev := range []string{"default", "canary"} {
+		d, err := StartIstiod(ctx, env, bin, filepath.Join(t.TempDir(), "istiod-"+rev), IstiodOptions{Revision: rev, Injector: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Stop()
+		istiods[rev] = d
 	}
-	defer istiod.Stop()
 	kcm, err := env.StartControllerManager("deployment-controller", "replicaset-controller")
 	if err != nil {
 		t.Fatal(err)
@@ -49,25 +55,35 @@ func TestDeploymentToPodChain(t *testing.T) {
 		}
 	}()
 
+	meshed := map[string]string{"istio-injection": "enabled"}
 	for _, tc := range []struct {
 		name     string
 		config   string // webhook configuration keys
 		manifest string
-		istio    bool // Istio's injector renders istio-proxy, else the webhook does
+		nsLabels map[string]string
+		revision string // the istiod that must be asked to inject
+		istio    bool   // Istio's injector renders istio-proxy, else the webhook does
 	}{
-		{"sidecar mode", "", seedFile, false},
+		{"sidecar mode", "", seedFile, meshed, "default", false},
+		{"sidecar mode native", "nativeSidecar: true", seedFile, meshed, "default", false},
+		{"istio-injector mode", "mode: istio-injector", seedFile, meshed, "default", true},
+		// No namespace label: the pod's own labels select istiod-canary's injector.
+		{"istio-injector mode revision", "mode: istio-injector\nrevision: canary", seedFile, nil, "canary", true},
+		// Emissary's own guide followed by hand, the webhook in its default mode: completed.
+		{"Emissary's guide completed", "", guideFile, meshed, "default", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			useConfig(t, tc.config)
 			ns := "chain-" + strings.ToLower(strings.NewReplacer(" ", "-", "'", "").Replace(tc.name))
-			d, warnings := applyEmissary(t, tc.manifest, ns, map[string]string{"istio-injection": "enabled"})
+			d, warnings := applyEmissary(t, tc.manifest, ns, tc.nsLabels)
 			t.Logf("kubectl apply: %s", warnings)
 			pod := waitForPod(ctx, t, kcm, d)
+			istiod := istiods[tc.revision]
 			if !istiod.InjectionRequested(ns) {
-				t.Errorf("the API server did not call Istio's injector for the Pod in %s", ns)
+				t.Errorf("the API server did not ask istiod %s's injector about the Pod in %s", tc.revision, ns)
 			}
 			if tc.istio {
-				checkIstioInjected(t, pod)
+				checkIstioInjected(t, pod, tc.revision)
 			} else {
 				checkWebhookInjected(t, pod)
 			}
@@ -77,6 +93,10 @@ func TestDeploymentToPodChain(t *testing.T) {
 		})
 	}
 }
+
+// guideFile is Emissary's Deployment as its Helm chart renders it with the values of
+// Emissary's 2.x/3.x Istio guide.
+var guideFile = filepath.Join(envtest.RepoRoot(), "pkg", "inject", "testdata", "emissary-guide-helm-values.yaml")
 
 // waitForPod is the first Pod the controllers make of d, as the API server stored it.
 func waitForPod(ctx context.Context, t *testing.T, kcm *envtest.ControllerManager, d *appsv1.Deployment) *corev1.Pod {
@@ -107,8 +127,17 @@ func waitForPod(ctx context.Context, t *testing.T, kcm *envtest.ControllerManage
 func checkWebhookInjected(t *testing.T, pod *corev1.Pod) {
 	t.Helper()
 	st, err := inject.ParseStatus(&corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta})
-	if err != nil || st == nil || !slices.Contains(st.Containers, inject.ProxyContainerName) {
+	if err != nil || st == nil || !slices.Contains(append(st.Containers, st.InitContainers...), inject.ProxyContainerName) {
 		t.Fatalf("the Pod's status annotation does not name the webhook's %s: %+v %v", inject.ProxyContainerName, st, err)
+	}
+	// A native sidecar: the last init container, which the kubelet keeps running and starts
+	// Emissary after once its startup probe passes.
+	if slices.Contains(st.InitContainers, inject.ProxyContainerName) {
+		inits := pod.Spec.InitContainers
+		if last := inits[len(inits)-1]; last.Name != inject.ProxyContainerName || last.RestartPolicy == nil ||
+			*last.RestartPolicy != corev1.ContainerRestartPolicyAlways || last.StartupProbe == nil {
+			t.Errorf("the native sidecar is not the last init container with restartPolicy Always and a startup probe: %+v", last)
+		}
 	}
 	if v, ok := pod.Annotations[istioStatusAnnotation]; ok {
 		t.Errorf("Istio's injector injected the Pod too: %s=%s", istioStatusAnnotation, v)
@@ -124,14 +153,17 @@ func checkWebhookInjected(t *testing.T, pod *corev1.Pod) {
 // istioStatusAnnotation is what Istio's injector records on a Pod it injected.
 const istioStatusAnnotation = "sidecar.istio.io/status"
 
-// checkIstioInjected: the Pod has Istio's istio-proxy (native sidecar or not, as that Istio
-// decides), writing certificates (OUTPUT_CERTS in its proxy configuration) into the
+// checkIstioInjected: the Pod has Istio's istio-proxy from revision (native sidecar or not, as
+// that Istio decides), writing certificates (OUTPUT_CERTS in its proxy configuration) into the
 // istio-certs volume that the Emissary container mounts too, and Istio intercepts none of
 // Emissary's traffic.
-func checkIstioInjected(t *testing.T, pod *corev1.Pod) {
+func checkIstioInjected(t *testing.T, pod *corev1.Pod, revision string) {
 	t.Helper()
 	if _, ok := pod.Annotations[istioStatusAnnotation]; !ok {
 		t.Fatalf("Istio's injector did not inject the Pod (no %s); annotations %v", istioStatusAnnotation, pod.Annotations)
+	}
+	if got := pod.Annotations["istio.io/rev"]; got != revision {
+		t.Errorf("injected by istiod revision %q, want %q", got, revision)
 	}
 	if n := countContainers(pod, inject.ProxyContainerName); n != 1 {
 		t.Fatalf("%d %s containers, want Istio's only", n, inject.ProxyContainerName)
