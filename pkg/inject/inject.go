@@ -69,8 +69,9 @@ func (r Result) Changed() bool { return r.Action == Injected }
 // never touched.
 //
 // A first injection (the template carries no status annotation) only adds: it appends to
-// spec.volumes, to the Emissary container's env and volumeMounts and to spec.containers
-// exactly the items the new status lists, in that order, and sets pod template annotations.
+// spec.volumes, to the Emissary container's env and volumeMounts and to spec.containers (or
+// spec.initContainers) exactly the items the new status lists, in that order, and sets pod
+// template annotations and labels.
 // The admission handler relies on this to answer with a patch that appends.
 //
 // cfg must come from DefaultConfig, ParseConfig or LoadConfig; nil means DefaultConfig().
@@ -135,7 +136,7 @@ func Deployment(d *appsv1.Deployment, cfg *Config) Result {
 		}
 		d.Spec.Template = *t
 		res.Action, res.Reason = Injected, det.Reason
-		res.Message = fmt.Sprintf("removed %s from %s: %s", ProxyContainerName, ref, det.Why)
+		res.Message = fmt.Sprintf("removed %s from %s: %s", old.mode().removed(), ref, det.Why)
 		return res
 	}
 

@@ -184,6 +184,14 @@ func (c modeChoice) completed(st *Status) string {
 		strings.Join(c.Found, ", "), ProxyContainerName, AnnotationMode, ModeSidecar, st.addedSummary())
 }
 
+// removed names what removing an injection of mode takes away, for messages.
+func (m Mode) removed() string {
+	if m == ModeIstioInjector {
+		return "the pod metadata for Istio's sidecar injector"
+	}
+	return ProxyContainerName
+}
+
 // updated is the message of a re-render: a switch of mode says so.
 func updated(old *Status, mode Mode, what, ref, container string) string {
 	if from := old.mode(); from != mode {
