@@ -18,6 +18,10 @@ import (
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
 )
 
+// defaultNS is the namespace `webhook inject` decides documents without one in when neither
+// -n nor a kubeconfig says otherwise.
+var defaultNS = streamNamespace{name: "default"}
+
 // TestInjectStream: `webhook inject` on a mixed stream, with mesh status from a Namespace
 // document in the stream and from --meshed-namespaces. Golden: testdata/stream.golden.yaml
 // (stdout) and testdata/stream.golden.txt (stderr).
@@ -37,7 +41,7 @@ func TestInjectStream(t *testing.T) {
 			}
 			defer in.Close()
 			var out, diag bytes.Buffer
-			if err := injectStream(context.Background(), in, &out, &diag, inject.DefaultConfig(), c.meshed, nil); err != nil {
+			if err := injectStream(context.Background(), in, &out, &diag, inject.DefaultConfig(), defaultNS, c.meshed, nil); err != nil {
 				t.Fatal(err)
 			}
 			golden.Assert(t, filepath.Join("testdata", c.name+".golden.yaml"), out.Bytes())
@@ -59,7 +63,7 @@ func TestInjectStreamErrors(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var out, diag bytes.Buffer
-			err := injectStream(context.Background(), strings.NewReader(c.in), &out, &diag, inject.DefaultConfig(), nil, nil)
+			err := injectStream(context.Background(), strings.NewReader(c.in), &out, &diag, inject.DefaultConfig(), defaultNS, nil, nil)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v, want one containing %q", err, c.want)
 			}
@@ -80,7 +84,7 @@ func TestInjectMatchesSeed(t *testing.T) {
 	defer in.Close()
 	var out, diag bytes.Buffer
 	cfg := inject.DefaultConfig()
-	if err := injectStream(context.Background(), in, &out, &diag, cfg, nil, nil); err != nil {
+	if err := injectStream(context.Background(), in, &out, &diag, cfg, defaultNS, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	var got, seed appsv1.Deployment
@@ -152,7 +156,7 @@ spec:
         configMap: {name: istio-ca-root-cert}
 `
 	var out, diag bytes.Buffer
-	if err := injectStream(context.Background(), strings.NewReader(in), &out, &diag, inject.DefaultConfig(), nil, nil); err != nil {
+	if err := injectStream(context.Background(), strings.NewReader(in), &out, &diag, inject.DefaultConfig(), defaultNS, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	var got appsv1.Deployment

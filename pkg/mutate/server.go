@@ -106,7 +106,9 @@ func (s *Server) register(m *Metrics) error {
 		return fmt.Errorf("mutate: namespace informer: %w", err)
 	}
 	hook := mgr.GetWebhookServer()
-	hook.Register(DeploymentPath, postOnly(&admission.Webhook{Handler: &DeploymentHandler{Config: s.Config, Metrics: m}}))
+	workloads := postOnly(&admission.Webhook{Handler: &WorkloadHandler{Config: s.Config, Metrics: m}})
+	hook.Register(DeploymentPath, workloads)
+	hook.Register(PodPath, workloads)
 	hook.Register(MappingPath, postOnly(&admission.Webhook{Handler: &MappingHandler{
 		Config: s.Config, Namespaces: NamespaceCache{Reader: mgr.GetCache()}, Metrics: m,
 	}}))

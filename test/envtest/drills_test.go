@@ -97,7 +97,7 @@ func TestDrillWebhookOutage(t *testing.T) {
 		if err == nil {
 			t.Fatal("an Emissary Deployment was admitted while the webhook was down (failurePolicy Fail)")
 		}
-		for _, want := range []string{`failed calling webhook "deployments.emissary-istio.io"`, "connection refused"} {
+		for _, want := range []string{`failed calling webhook "workloads.emissary-istio.io"`, "connection refused"} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("kubectl error does not say %q:\n%s", want, stderr)
 			}
