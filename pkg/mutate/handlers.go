@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -41,13 +43,18 @@ func (h *ConfigHolder) Load() *inject.Config { return h.p.Load() }
 // Store replaces the configuration.
 func (h *ConfigHolder) Store(cfg *inject.Config) { h.p.Store(cfg) }
 
-// workloadKinds are the kinds WorkloadHandler handles, by the GroupVersionKind the API
-// server names in the request.
-var workloadKinds = map[schema.GroupVersionKind]string{
-	{Group: "apps", Version: "v1", Kind: "Deployment"}: inject.KindDeployment,
-	{Group: "apps", Version: "v1", Kind: "DaemonSet"}:  inject.KindDaemonSet,
-	{Group: "", Version: "v1", Kind: "Pod"}:            inject.KindPod,
+// workloadGVKs are the GroupVersionKinds the API server names the workload kinds by.
+var workloadGVKs = map[string]schema.GroupVersionKind{
+	inject.KindDeployment: {Group: "apps", Version: "v1", Kind: "Deployment"},
+	inject.KindDaemonSet:  {Group: "apps", Version: "v1", Kind: "DaemonSet"},
+	inject.KindPod:        {Version: "v1", Kind: "Pod"},
 }
+
+// Kinds each path serves.
+var (
+	DeploymentPathKinds = []string{inject.KindDeployment, inject.KindDaemonSet}
+	PodPathKinds        = []string{inject.KindPod}
+)
 
 // WorkloadHandler injects the istio-proxy sidecar into Emissary's Deployments, DaemonSets
 // and bare Pods: it answers with inject.WorkloadPatch, the patch the offline `webhook
@@ -55,22 +62,57 @@ var workloadKinds = map[schema.GroupVersionKind]string{
 type WorkloadHandler struct {
 	Config  *ConfigHolder
 	Metrics *Metrics
+	// Kinds are the workload kinds it handles (inject.KindDeployment...); nil: all of them.
+	Kinds []string
+}
+
+// kind is the workload kind of a request for gvk that h handles, or "".
+func (h *WorkloadHandler) kind(gvk schema.GroupVersionKind) string {
+	for kind, g := range workloadGVKs {
+		if g == gvk && (h.Kinds == nil || slices.Contains(h.Kinds, kind)) {
+			return kind
+		}
+	}
+	return ""
+}
+
+// handles names the kinds h handles, for messages.
+func (h *WorkloadHandler) handles() string {
+	kinds := h.Kinds
+	if kinds == nil {
+		kinds = []string{inject.KindDeployment, inject.KindDaemonSet, inject.KindPod}
+	}
+	names := make([]string, len(kinds))
+	for i, k := range kinds {
+		names[i] = apiVersionKind(k)
+	}
+	return strings.Join(names, " or ")
+}
+
+// apiVersionKind is "apps/v1 Deployment" for inject.KindDeployment.
+func apiVersionKind(kind string) string {
+	g := workloadGVKs[kind]
+	return strings.TrimPrefix(g.Group+"/"+g.Version, "/") + " " + g.Kind
 }
 
 // Handle implements admission.Handler.
 func (h *WorkloadHandler) Handle(ctx context.Context, req admission.Request) admission.Response {
 	start := time.Now()
-	kind, known := workloadKinds[gvk(req)]
+	kind := h.kind(gvk(req))
+	known := kind != ""
 	if !known {
 		kind = inject.KindDeployment // the metric label of what this handler was not sent for
+		if h.Kinds != nil {
+			kind = h.Kinds[0]
+		}
 	}
-	if resp, done := precheck(req, known, "apps/v1 Deployment, apps/v1 DaemonSet or v1 Pod", kind, h.Metrics, start); done {
+	if resp, done := precheck(req, known, h.handles(), kind, h.Metrics, start); done {
 		return resp
 	}
 	w, err := inject.DecodeWorkload(kind, req.Object.Raw)
 	if err != nil {
 		h.Metrics.failed(kind, "decode", start)
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("request.object is not a valid %s: %w", kind, err))
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("request.object is not a valid %s: %w", apiVersionKind(kind), err))
 	}
 	if w.GetNamespace() == "" {
 		w.SetNamespace(req.Namespace)
