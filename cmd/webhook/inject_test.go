@@ -170,3 +170,45 @@ spec:
 		t.Errorf("the user's istiod-ca-cert volume was rewritten:\n%s", out.String())
 	}
 }
+
+// TestInjectNamespace: -n is kubectl's: documents without a namespace are decided in it and
+// printed without one; a document in another namespace than an explicit -n is an error;
+// without -n they are decided in "default".
+func TestInjectNamespace(t *testing.T) {
+	const quote = "apiVersion: getambassador.io/v2\nkind: Mapping\nmetadata:\n  name: quote\nspec:\n  prefix: /q/\n  service: quote\n"
+	run := func(in string, ns streamNamespace, meshed ...string) (string, error) {
+		var out, diag bytes.Buffer
+		err := injectStream(context.Background(), strings.NewReader(in), &out, &diag, inject.DefaultConfig(), ns, meshed, nil)
+		return out.String(), err
+	}
+	for _, c := range []struct {
+		name    string
+		in      string
+		ns      streamNamespace
+		meshed  string
+		want    string // a part of the output
+		wantErr string
+	}{
+		{"decided in -n", quote, streamNamespace{"edge", true}, "edge", "service: quote:80", ""},
+		{"not meshed there", quote, streamNamespace{"other", true}, "edge", "service: quote\n", ""},
+		{"default", quote, defaultNS, "default", "tls: istio-upstream", ""},
+		{"its own namespace without -n", strings.Replace(quote, "name: quote\n", "name: quote\n  namespace: edge\n", 1), defaultNS, "edge", "namespace: edge", ""},
+		{"another namespace than -n", strings.Replace(quote, "name: quote\n", "name: quote\n  namespace: edge\n", 1), streamNamespace{"other", true}, "edge", "", `the namespace from the provided object "edge" does not match the namespace "other"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := run(c.in, c.ns, c.meshed)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("error %v, want %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(out, c.want) {
+				t.Fatalf("output %q (%v), want one with %q", out, err, c.want)
+			}
+			if !strings.Contains(c.in, "namespace:") && strings.Contains(out, "namespace:") {
+				t.Errorf("a namespace was added to the output:\n%s", out)
+			}
+		})
+	}
+}

@@ -106,7 +106,7 @@ func TestImageRegexpAgrees(t *testing.T) {
 			}
 		}
 	}
-	for _, patterns := range [][]string{DefaultEmissaryImages, {"edge-?", "team/*", "mirror.example/team/edge*", "localhost:5000/emissary"}, {"*"}} {
+	for _, patterns := range [][]string{DefaultEmissaryImages, {"edge-?", "team/*", "mirror.example/team/edge*", "localhost:5000/emissary"}, {"*"}, {}} {
 		image := regexp.MustCompile(ImageRegexp(patterns))
 		name := regexp.MustCompile(NameRegexp(patterns))
 		for _, ref := range refs {
