@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -72,10 +73,67 @@ func TestInjectStreamErrors(t *testing.T) {
 }
 
 // TestInjectMatchesSeed: `webhook inject` on the seed's Deployment without its istio-proxy
-// gives the seed's hand-written integration back, but for the documented corrections:
-// istiod instead of the removed istio-pilot, a real proxyv2 image for {{ISTIO_VERSION}},
-// proxy resources from the config, and the status annotation.
+// gives the seed's hand-written integration back, but for the documented deviations, each
+// applied to the seed below: istiod instead of the removed istio-pilot, a real proxyv2 image
+// for {{ISTIO_VERSION}}, proxy resources from the config, the status annotation, and the
+// proxy's command line as the configured Istio release reads it (pkg/inject/agent.go). With
+// Istio 1.5, the release the seed was written for, the command line is the seed's own.
 func TestInjectMatchesSeed(t *testing.T) {
+	seedFlags := []string{"--discoveryAddress", "istiod.istio-system.svc:15012", "--connectTimeout", "10s",
+		"--statusPort", "15020", "--trust-domain=cluster.local", "--controlPlaneBootstrap=false"}
+	for _, tc := range []struct {
+		istioVersion string
+		deviate      func(proxy *corev1.Container)
+	}{
+		{"1.5.10", func(*corev1.Container) {}},
+		{inject.DefaultIstioVersion, func(proxy *corev1.Container) {
+			// Dead since Istio 1.6 (1.8 for --trust-domain, 1.12 for --serviceCluster): their
+			// settings move to the env that replaced them.
+			proxy.Args = slices.DeleteFunc(proxy.Args, func(a string) bool {
+				return slices.Contains(seedFlags, a) || a == "--serviceCluster" || a == "istio-proxy-ambassador"
+			})
+			proxy.Env = append(proxy.Env,
+				corev1.EnvVar{Name: "PROXY_CONFIG", Value: `{"discoveryAddress":"istiod.istio-system.svc:15012"}`},
+				corev1.EnvVar{Name: "TRUST_DOMAIN", Value: "cluster.local"})
+		}},
+	} {
+		t.Run("istio "+tc.istioVersion, func(t *testing.T) {
+			cfg, err := inject.ParseConfig([]byte("apiVersion: " + inject.ConfigAPIVersion + "\nkind: " + inject.ConfigKind + "\nistioVersion: " + tc.istioVersion + "\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, seed := injectSeed(t, cfg)
+
+			// The documented deviations, applied to the seed.
+			seed.Spec.Template.Spec.Containers[0].Image = got.Spec.Template.Spec.Containers[0].Image // $version$
+			proxy := &seed.Spec.Template.Spec.Containers[1]
+			proxy.Image = cfg.Image()
+			for i, a := range proxy.Args {
+				if a == "istio-pilot.istio-system.svc:15012" {
+					proxy.Args[i] = "istiod.istio-system.svc:15012"
+				}
+			}
+			proxy.Resources = cfg.ProxyResources
+			tc.deviate(proxy)
+			seed.Spec.Template.Annotations[inject.AnnotationStatus] = got.Spec.Template.Annotations[inject.AnnotationStatus]
+
+			if !equality.Semantic.DeepEqual(byName(got.Spec.Template.Spec.Containers), byName(seed.Spec.Template.Spec.Containers)) {
+				t.Errorf("containers differ from the seed's:\ngot:  %+v\nseed: %+v", got.Spec.Template.Spec.Containers, seed.Spec.Template.Spec.Containers)
+			}
+			if !equality.Semantic.DeepEqual(volumesByName(got.Spec.Template.Spec.Volumes), volumesByName(seed.Spec.Template.Spec.Volumes)) {
+				t.Errorf("volumes differ from the seed's:\ngot:  %+v\nseed: %+v", got.Spec.Template.Spec.Volumes, seed.Spec.Template.Spec.Volumes)
+			}
+			if !equality.Semantic.DeepEqual(got.Spec.Template.Annotations, seed.Spec.Template.Annotations) {
+				t.Errorf("annotations %v, seed %v", got.Spec.Template.Annotations, seed.Spec.Template.Annotations)
+			}
+		})
+	}
+}
+
+// injectSeed runs `webhook inject` with cfg on the seed's Deployment without its istio-proxy,
+// and returns the result and the seed's own hand-written integration.
+func injectSeed(t *testing.T, cfg *inject.Config) (got, seed appsv1.Deployment) {
+	t.Helper()
 	repo := filepath.Join("..", "..")
 	in, err := os.Open(filepath.Join(repo, "test", "envtest", "testdata", "seed-emissary.yaml"))
 	if err != nil {
@@ -83,11 +141,9 @@ func TestInjectMatchesSeed(t *testing.T) {
 	}
 	defer in.Close()
 	var out, diag bytes.Buffer
-	cfg := inject.DefaultConfig()
 	if err := injectStream(context.Background(), in, &out, &diag, cfg, defaultNS, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	var got, seed appsv1.Deployment
 	if err := yaml.Unmarshal(out.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
@@ -98,28 +154,7 @@ func TestInjectMatchesSeed(t *testing.T) {
 	if err := yaml.Unmarshal(bytes.TrimPrefix(raw[bytes.Index(raw, []byte("---")):], []byte("---")), &seed); err != nil {
 		t.Fatal(err)
 	}
-
-	// The documented corrections, applied to the seed.
-	seed.Spec.Template.Spec.Containers[0].Image = got.Spec.Template.Spec.Containers[0].Image // $version$
-	proxy := &seed.Spec.Template.Spec.Containers[1]
-	proxy.Image = cfg.Image()
-	for i, a := range proxy.Args {
-		if a == "istio-pilot.istio-system.svc:15012" {
-			proxy.Args[i] = "istiod.istio-system.svc:15012"
-		}
-	}
-	proxy.Resources = cfg.ProxyResources
-	seed.Spec.Template.Annotations[inject.AnnotationStatus] = got.Spec.Template.Annotations[inject.AnnotationStatus]
-
-	if !equality.Semantic.DeepEqual(byName(got.Spec.Template.Spec.Containers), byName(seed.Spec.Template.Spec.Containers)) {
-		t.Errorf("containers differ from the seed's:\ngot:  %+v\nseed: %+v", got.Spec.Template.Spec.Containers, seed.Spec.Template.Spec.Containers)
-	}
-	if !equality.Semantic.DeepEqual(volumesByName(got.Spec.Template.Spec.Volumes), volumesByName(seed.Spec.Template.Spec.Volumes)) {
-		t.Errorf("volumes differ from the seed's:\ngot:  %+v\nseed: %+v", got.Spec.Template.Spec.Volumes, seed.Spec.Template.Spec.Volumes)
-	}
-	if !equality.Semantic.DeepEqual(got.Spec.Template.Annotations, seed.Spec.Template.Annotations) {
-		t.Errorf("annotations %v, seed %v", got.Spec.Template.Annotations, seed.Spec.Template.Annotations)
-	}
+	return got, seed
 }
 
 func byName(cs []corev1.Container) map[string]corev1.Container {

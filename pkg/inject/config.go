@@ -33,7 +33,7 @@ const (
 // istio-pilot is gone since Istio 1.6).
 const (
 	DefaultHub          = "docker.io/istio"
-	DefaultIstioVersion = "1.28.0"
+	DefaultIstioVersion = "1.29.1"
 	DefaultTrustDomain  = "cluster.local"
 	DefaultMeshID       = "cluster.local"
 	DefaultClusterID    = "Kubernetes"
@@ -71,6 +71,8 @@ type Config struct {
 
 	// Mapping defaulting settings, read by pkg/mapping.
 	Mapping mapping.Config `json:"mapping"`
+
+	release istioRelease // of IstioVersion, parsed by Validate
 }
 
 // DefaultConfig returns a fully defaulted, valid configuration.
@@ -215,6 +217,10 @@ func (c *Config) Validate() error {
 	}
 	if !imageTag.MatchString(c.IstioVersion) {
 		bad("istioVersion", "must be an image tag like %q, got %q", DefaultIstioVersion, c.IstioVersion)
+	} else if r, err := parseIstioRelease(c.IstioVersion); err != nil {
+		bad("istioVersion", "%v", err)
+	} else {
+		c.release = r
 	}
 	if c.Revision != "" {
 		for _, m := range validation.IsDNS1123Label(c.Revision) {
@@ -231,8 +237,11 @@ func (c *Config) Validate() error {
 			bad(key, "must not be empty")
 		}
 	}
-	if c.JWTPolicy != JWTPolicyThirdParty && c.JWTPolicy != JWTPolicyFirstParty {
+	switch {
+	case c.JWTPolicy != JWTPolicyThirdParty && c.JWTPolicy != JWTPolicyFirstParty:
 		bad("jwtPolicy", "must be one of %s, %s", JWTPolicyThirdParty, JWTPolicyFirstParty)
+	case c.JWTPolicy == JWTPolicyFirstParty && c.release.atLeast(releaseNoFirstPartyJWT):
+		bad("jwtPolicy", "Istio %s and later treat %s as %s; remove the key or set %s", releaseNoFirstPartyJWT, JWTPolicyFirstParty, JWTPolicyThirdParty, JWTPolicyThirdParty)
 	}
 	if c.ProxyRunAsUser != nil && *c.ProxyRunAsUser < 0 {
 		bad("proxyRunAsUser", "must not be negative")

@@ -26,7 +26,7 @@ func TestDefaultConfig(t *testing.T) {
 		"limits":           c.ProxyResources.Limits.Cpu().String() + " " + c.ProxyResources.Limits.Memory().String(),
 	} {
 		want := map[string]string{
-			"image":            "docker.io/istio/proxyv2:1.28.0",
+			"image":            "docker.io/istio/proxyv2:1.29.1",
 			"discoveryAddress": "istiod.istio-system.svc:15012",
 			"caAddress":        "istiod.istio-system.svc:15012",
 			"trustDomain":      "cluster.local",
@@ -87,6 +87,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad address", header + "discoveryAddress: istiod", []string{`discoveryAddress: must be host:port, got "istiod"`}},
 		{"bad port", header + "caAddress: istiod:99999", []string{"caAddress: must be host:port with a port in 1-65535"}},
 		{"jwt", header + "jwtPolicy: none", []string{"jwtPolicy: must be one of third-party-jwt, first-party-jwt"}},
+		{"jwt the release ignores", header + "istioVersion: 1.22.0\njwtPolicy: first-party-jwt", []string{"jwtPolicy: Istio 1.22 and later treat first-party-jwt as third-party-jwt"}},
+		{"not a release", header + "istioVersion: latest", []string{`istioVersion: must be an Istio release like "1.29.1"`}},
+		{"release without a sidecar", header + "istioVersion: 1.4.6", []string{"istioVersion: Istio 1.4 keeps mTLS certificates in Secrets", "legacy-istio-1.4"}},
 		{"user", header + "proxyRunAsUser: -1", []string{"proxyRunAsUser: must not be negative"}},
 		{"pull policy", header + "imagePullPolicy: Sometimes", []string{"imagePullPolicy: must be one of Always, IfNotPresent, Never"}},
 		{"requests over limits", header + "proxyResources: {requests: {cpu: '3'}, limits: {cpu: '2'}}", []string{"proxyResources.requests.cpu: must be less than or equal to the limit 2, got 3"}},
@@ -168,7 +171,7 @@ func TestSidecarHash(t *testing.T) {
 	// Stable: same settings, however written, same hash.
 	for _, y := range []string{
 		"",
-		"hub: docker.io/istio\nistioVersion: 1.28.0",
+		"hub: docker.io/istio\nistioVersion: 1.29.1",
 		"proxyResources: {requests: {cpu: 0.1, memory: 128Mi}, limits: {cpu: '2', memory: 1Gi}}",
 		"discoveryAddress: istiod.istio-system.svc:15012",
 		"mapping: {tlsContext: other, meshedNamespaceSelectors: [a=b]}", // not a sidecar setting
@@ -182,7 +185,7 @@ func TestSidecarHash(t *testing.T) {
 	for _, y := range []string{
 		"hub: gcr.io/istio-release", "istioVersion: 1.28.1", "revision: 1-28",
 		"caAddress: ca.example:15012", "trustDomain: example.org", "meshID: m", "clusterID: c",
-		"jwtPolicy: first-party-jwt", "proxyRunAsUser: 1337", "proxyResources: {limits: {cpu: '1'}}",
+		"istioVersion: 1.21.0", "istioVersion: 1.21.0\njwtPolicy: first-party-jwt", "proxyRunAsUser: 1337", "proxyResources: {limits: {cpu: '1'}}",
 		"imagePullPolicy: Always",
 	} {
 		h := parse(y).SidecarHash()

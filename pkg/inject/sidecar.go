@@ -7,7 +7,8 @@ import (
 )
 
 // The pieces below are the seed's "Istio 1.5 and above" Deployment, field for field, with the
-// values that depend on the mesh taken from Config. Fields the seed leaves out (e.g.
+// values that depend on the mesh taken from Config, and the proxy's command line and env as the
+// configured Istio release reads them (agent.go). Fields the seed leaves out (e.g.
 // terminationMessagePath) are left to the API server's defaulting; the comparison in
 // Deployment treats defaulted and unset values as equal.
 
@@ -26,34 +27,26 @@ func ProxyContainer(cfg *Config, deployment string) corev1.Container {
 	if cfg.ProxyRunAsUser != nil {
 		runAsUser = ptr.To(*cfg.ProxyRunAsUser)
 	}
+	env := append([]corev1.EnvVar{
+		{Name: "OUTPUT_CERTS", Value: certsDir},
+		{Name: "JWT_POLICY", Value: cfg.JWTPolicy},
+		{Name: "PILOT_CERT_PROVIDER", Value: "istiod"},
+		{Name: "CA_ADDR", Value: cfg.CAAddress},
+		{Name: "ISTIO_META_MESH_ID", Value: cfg.MeshID},
+		fieldEnv("POD_NAME", "", "metadata.name"),
+		fieldEnv("POD_NAMESPACE", "", "metadata.namespace"),
+		fieldEnv("INSTANCE_IP", "", "status.podIP"),
+		fieldEnv("SERVICE_ACCOUNT", "", "spec.serviceAccountName"),
+		fieldEnv("HOST_IP", "", "status.hostIP"),
+		fieldEnv("ISTIO_META_POD_NAME", "v1", "metadata.name"),
+		fieldEnv("ISTIO_META_CONFIG_NAMESPACE", "v1", "metadata.namespace"),
+		{Name: "ISTIO_META_CLUSTER_ID", Value: cfg.ClusterID},
+	}, agentEnv(cfg)...)
 	return corev1.Container{
-		Name:  ProxyContainerName,
-		Image: cfg.Image(),
-		Args: []string{
-			"proxy", "sidecar",
-			"--domain", "$(POD_NAMESPACE).svc.cluster.local",
-			"--serviceCluster", "istio-proxy-" + deployment,
-			"--discoveryAddress", cfg.DiscoveryAddress,
-			"--connectTimeout", "10s",
-			"--statusPort", "15020",
-			"--trust-domain=" + cfg.TrustDomain,
-			"--controlPlaneBootstrap=false",
-		},
-		Env: []corev1.EnvVar{
-			{Name: "OUTPUT_CERTS", Value: certsDir},
-			{Name: "JWT_POLICY", Value: cfg.JWTPolicy},
-			{Name: "PILOT_CERT_PROVIDER", Value: "istiod"},
-			{Name: "CA_ADDR", Value: cfg.CAAddress},
-			{Name: "ISTIO_META_MESH_ID", Value: cfg.MeshID},
-			fieldEnv("POD_NAME", "", "metadata.name"),
-			fieldEnv("POD_NAMESPACE", "", "metadata.namespace"),
-			fieldEnv("INSTANCE_IP", "", "status.podIP"),
-			fieldEnv("SERVICE_ACCOUNT", "", "spec.serviceAccountName"),
-			fieldEnv("HOST_IP", "", "status.hostIP"),
-			fieldEnv("ISTIO_META_POD_NAME", "v1", "metadata.name"),
-			fieldEnv("ISTIO_META_CONFIG_NAMESPACE", "v1", "metadata.namespace"),
-			{Name: "ISTIO_META_CLUSTER_ID", Value: cfg.ClusterID},
-		},
+		Name:            ProxyContainerName,
+		Image:           cfg.Image(),
+		Args:            agentArgs(cfg, deployment),
+		Env:             env,
 		ImagePullPolicy: cfg.ImagePullPolicy,
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{

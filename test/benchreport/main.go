@@ -39,6 +39,10 @@ var pairs = []pair{
 	{"AdmitMapping", "ReviewFloorMapping", 1.5, "the seed's Mapping to a meshed namespace, defaulted"},
 }
 
+// peer is Istio's own sidecar injector on the seed's pod, compared with the webhook's
+// injection of the seed's Deployment (see hack/tools/istio/injectbench).
+var peer = struct{ name, ours string }{"IstioInjectSeedPod", "AdmitDeployment"}
+
 // sample is one benchmark result line.
 type sample struct {
 	ns, cpuNs, bytes, allocs float64
@@ -95,23 +99,38 @@ func run(rounds int, benchtime, loadJSON, out, raw string) error {
 	return nil
 }
 
-// runBenchmarks compiles the pkg/mutate test binary once and runs every benchmark of pairs
-// once per round. It returns the samples by benchmark name, one per round.
-func runBenchmarks(root string, rounds int, benchtime, raw string) (map[string][]sample, error) {
-	bin := filepath.Join(root, "bin", "perf", "mutate.test")
-	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
-		return nil, err
-	}
-	build := exec.Command("go", "test", "-c", "-o", bin, "./pkg/mutate")
-	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return nil, fmt.Errorf("building the benchmarks: %w", err)
-	}
-	var names []string
+// benchBinary is a test binary of benchmarks, run once per round.
+type benchBinary struct {
+	module, pkg string   // go test -c of pkg, in the module at module (relative to the root)
+	bin         string   // file name under bin/perf
+	names       []string // the benchmarks it runs
+}
+
+// binaries: the webhook's handler benchmarks and their floors, then the peer, Istio's own
+// injector (hack/tools/istio/injectbench, a module of its own), right after them in each round.
+func binaries() []benchBinary {
+	mutate := benchBinary{module: ".", pkg: "./pkg/mutate", bin: "mutate.test"}
 	for _, p := range pairs {
-		names = append(names, p.floor, p.handler)
+		mutate.names = append(mutate.names, p.floor, p.handler)
 	}
-	pattern := "^Benchmark(" + strings.Join(names, "|") + ")$"
+	return []benchBinary{mutate, {module: "hack/tools/istio", pkg: "./injectbench", bin: "istioinject.test", names: []string{peer.name}}}
+}
+
+// runBenchmarks compiles each test binary once and runs every benchmark once per round. It
+// returns the samples by benchmark name, one per round.
+func runBenchmarks(root string, rounds int, benchtime, raw string) (map[string][]sample, error) {
+	bins := binaries()
+	for _, b := range bins {
+		path := filepath.Join(root, "bin", "perf", b.bin)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, err
+		}
+		build := exec.Command("go", "test", "-c", "-o", path, b.pkg)
+		build.Dir, build.Stdout, build.Stderr = filepath.Join(root, b.module), os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return nil, fmt.Errorf("building the benchmarks of %s: %w", b.pkg, err)
+		}
+	}
 	rawOut, err := os.Create(raw)
 	if err != nil {
 		return nil, err
@@ -121,21 +140,26 @@ func runBenchmarks(root string, rounds int, benchtime, raw string) (map[string][
 	samples := map[string][]sample{}
 	for r := 1; r <= rounds; r++ {
 		fmt.Fprintf(os.Stderr, ">> benchmark round %d/%d\n", r, rounds)
-		cmd := exec.Command(bin, "-test.run", "^$", "-test.bench", pattern, "-test.benchtime", benchtime)
-		cmd.Dir = filepath.Join(root, "pkg", "mutate") // the benchmarks read testdata relative to it
-		var stdout bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return nil, fmt.Errorf("benchmark round %d: %w\n%s", r, err, stdout.String())
-		}
-		_, _ = rawOut.Write(stdout.Bytes())
-		for name, s := range parseBench(stdout.Bytes()) {
-			samples[name] = append(samples[name], s)
+		for _, b := range bins {
+			pattern := "^Benchmark(" + strings.Join(b.names, "|") + ")$"
+			cmd := exec.Command(filepath.Join(root, "bin", "perf", b.bin), "-test.run", "^$", "-test.bench", pattern, "-test.benchtime", benchtime)
+			cmd.Dir = filepath.Join(root, b.module, b.pkg) // the benchmarks read testdata relative to it
+			var stdout bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
+			if err := cmd.Run(); err != nil {
+				return nil, fmt.Errorf("benchmark round %d: %w\n%s", r, err, stdout.String())
+			}
+			_, _ = rawOut.Write(stdout.Bytes())
+			for name, s := range parseBench(stdout.Bytes()) {
+				samples[name] = append(samples[name], s)
+			}
 		}
 	}
-	for _, n := range names {
-		if len(samples[n]) != rounds {
-			return nil, fmt.Errorf("benchmark %s: %d results in %d rounds", n, len(samples[n]), rounds)
+	for _, b := range bins {
+		for _, n := range b.names {
+			if len(samples[n]) != rounds {
+				return nil, fmt.Errorf("benchmark %s: %d results in %d rounds", n, len(samples[n]), rounds)
+			}
 		}
 	}
 	return samples, nil

@@ -78,10 +78,13 @@ func yes(ok bool) string {
 	return "**no**"
 }
 
-// benchRatios are the per-round ratios of handler to floor, wall and CPU time.
-func (r report) benchRatios(p pair) (wall, cpu float64) {
+// benchRatios are the medians of the per-round ratios of handler to floor, wall and CPU time.
+func (r report) benchRatios(p pair) (wall, cpu float64) { return r.ratios(p.handler, p.floor) }
+
+// ratios are the medians of the per-round ratios of benchmark num to benchmark den.
+func (r report) ratios(num, den string) (wall, cpu float64) {
 	var ws, cs []float64
-	h, f := r.samples[p.handler], r.samples[p.floor]
+	h, f := r.samples[num], r.samples[den]
 	for i := range h {
 		ws = append(ws, h[i].ns/f[i].ns)
 		if f[i].cpuNs > 0 {
@@ -157,6 +160,7 @@ func writeReport(w io.Writer, r report) {
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", t.figure, t.measured, t.want, yes(t.met))
 	}
 	writeBenchmarks(w, r)
+	writePeer(w, r)
 	if l != nil {
 		writeLoad(w, l)
 	}
@@ -218,6 +222,29 @@ func writeBenchmarks(w io.Writer, r report) {
 		whats = append(whats, fmt.Sprintf("`%s`, %s", p.handler, p.what))
 	}
 	fmt.Fprintf(w, "%s. `BenchmarkReviewFloorNoop` is the floor of the Noop review, an UPDATE, which carries the object twice.\n", strings.Join(whats, "; "))
+}
+
+// writePeer compares the webhook with Istio's own sidecar injector, the one Emissary's users
+// already run.
+func writePeer(w io.Writer, r report) {
+	fmt.Fprintf(w, "\n## Peer: Istio's own sidecar injector (hack/tools/istio/injectbench)\n\n")
+	fmt.Fprintf(w, "Istio's injection webhook (`pkg/kube/inject` of istio.io/istio at the release `make istio` builds, "+
+		"with the injection template, values and mesh config its own istio-discovery chart renders by default) "+
+		"injecting its sidecar into the seed's Emissary pod (the Pod a ReplicaSet makes from the seed's template, "+
+		"without `sidecar.istio.io/inject: \"false\"`), AdmissionReview bytes in and out through its HTTP handler, "+
+		"run in each round right after `BenchmarkAdmitDeployment`, which injects the seed's Deployment. "+
+		"Istio's per-request log lines are silenced, as the webhook's are in its benchmarks.\n\n")
+	fmt.Fprintf(w, "| benchmark | ns/op | cpu-ns/op | B/op | allocs/op | ratio to `BenchmarkAdmitDeployment` (wall / cpu) |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, name := range []string{peer.ours, peer.name} {
+		ratio := ""
+		if name == peer.name {
+			wall, cpu := r.ratios(peer.name, peer.ours)
+			ratio = fmt.Sprintf("**%.1fx** / %.1fx", wall, cpu)
+		}
+		fmt.Fprintf(w, "| `Benchmark%s` | %.0f | %.0f | %.0f | %.0f | %s |\n", name,
+			r.med(name, func(s sample) float64 { return s.ns }), r.med(name, func(s sample) float64 { return s.cpuNs }),
+			r.med(name, func(s sample) float64 { return s.bytes }), r.med(name, func(s sample) float64 { return s.allocs }), ratio)
+	}
 }
 
 func writeLoad(w io.Writer, l *loadResults) {
