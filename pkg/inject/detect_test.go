@@ -127,6 +127,7 @@ func TestDetect(t *testing.T) {
 		{"apiext shares the image", withCommand(deployment(nil, nil, "emissary-apiext="+emissary), "apiext", "emissary-apiext"), string(RoleAPIExt), "emissary-apiext", 0},
 		{"the edge among helpers", withCommand(deployment(nil, nil, "status="+emissary, "edge="+emissary), "kubestatus"), "", "edge", 0},
 		{"opt-in overrides the role", withCommand(deployment(in, nil, "agent="+emissary), "agent"), "", "agent", 0},
+		{"chart labels do not make apiext the edge", labelled(withCommand(deployment(nil, nil, "emissary-ingress="+emissary), "apiext", "emissary-apiext"), "product", "aes"), string(RoleAPIExt), "emissary-ingress", 0},
 		{"chart labels and container name", labelled(deployment(nil, nil, "emissary-ingress=mirror.example/edge:1"), "product", "aes"), "", "emissary-ingress", 0},
 		{"chart name label", labelled(deployment(nil, nil, "ambassador=mirror.example/edge:1"), LabelHelmName, "emissary-ingress"), "", "ambassador", 0},
 		{"container name alone is not enough", deployment(nil, nil, "emissary-ingress=mirror.example/edge:1"), ReasonNotEmissary, "", 0},
