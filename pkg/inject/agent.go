@@ -63,7 +63,7 @@ func parseIstioRelease(tag string) (istioRelease, error) {
 	}
 	r := istioRelease{major, minor}
 	if !r.atLeast(minIstioRelease) {
-		return r, fmt.Errorf("Istio %s keeps mTLS certificates in Secrets and needs no sidecar; use the legacy-istio-1.4 component instead (got %q)", r, tag)
+		return r, fmt.Errorf("is Istio %s, which keeps mTLS certificates in Secrets and needs no sidecar; use the legacy-istio-1.4 component instead (got %q)", r, tag)
 	}
 	return r, nil
 }

@@ -89,7 +89,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"jwt", header + "jwtPolicy: none", []string{"jwtPolicy: must be one of third-party-jwt, first-party-jwt"}},
 		{"jwt the release ignores", header + "istioVersion: 1.22.0\njwtPolicy: first-party-jwt", []string{"jwtPolicy: Istio 1.22 and later treat first-party-jwt as third-party-jwt"}},
 		{"not a release", header + "istioVersion: latest", []string{`istioVersion: must be an Istio release like "1.29.1"`}},
-		{"release without a sidecar", header + "istioVersion: 1.4.6", []string{"istioVersion: Istio 1.4 keeps mTLS certificates in Secrets", "legacy-istio-1.4"}},
+		{"release without a sidecar", header + "istioVersion: 1.4.6", []string{"istioVersion: is Istio 1.4, which keeps mTLS certificates in Secrets", "legacy-istio-1.4"}},
 		{"user", header + "proxyRunAsUser: -1", []string{"proxyRunAsUser: must not be negative"}},
 		{"pull policy", header + "imagePullPolicy: Sometimes", []string{"imagePullPolicy: must be one of Always, IfNotPresent, Never"}},
 		{"requests over limits", header + "proxyResources: {requests: {cpu: '3'}, limits: {cpu: '2'}}", []string{"proxyResources.requests.cpu: must be less than or equal to the limit 2, got 3"}},

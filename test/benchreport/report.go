@@ -210,10 +210,7 @@ func writeBenchmarks(w io.Writer, r report) {
 				wall, cpu := r.benchRatios(p)
 				ratio, tgt = fmt.Sprintf("**%.2fx** / %.2fx", wall, cpu), fmt.Sprintf("<= %.1fx", p.target)
 			}
-			fmt.Fprintf(w, "| `Benchmark%s` | %.0f | %.0f | %.0f | %.0f | %s | %s |\n", name,
-				r.med(name, func(s sample) float64 { return s.ns }), r.med(name, func(s sample) float64 { return s.cpuNs }),
-				r.med(name, func(s sample) float64 { return s.bytes }), r.med(name, func(s sample) float64 { return s.allocs }),
-				ratio, tgt)
+			r.writeRow(w, name, ratio, tgt)
 		}
 	}
 	fmt.Fprintf(w, "\nWhat each handler benchmark sends: ")
@@ -222,6 +219,14 @@ func writeBenchmarks(w io.Writer, r report) {
 		whats = append(whats, fmt.Sprintf("`%s`, %s", p.handler, p.what))
 	}
 	fmt.Fprintf(w, "%s. `BenchmarkReviewFloorNoop` is the floor of the Noop review, an UPDATE, which carries the object twice.\n", strings.Join(whats, "; "))
+}
+
+// writeRow is one benchmark's line of a table: its medians, then the extra columns.
+func (r report) writeRow(w io.Writer, name string, extra ...string) {
+	fmt.Fprintf(w, "| `Benchmark%s` | %.0f | %.0f | %.0f | %.0f | %s |\n", name,
+		r.med(name, func(s sample) float64 { return s.ns }), r.med(name, func(s sample) float64 { return s.cpuNs }),
+		r.med(name, func(s sample) float64 { return s.bytes }), r.med(name, func(s sample) float64 { return s.allocs }),
+		strings.Join(extra, " | "))
 }
 
 // writePeer compares the webhook with Istio's own sidecar injector, the one Emissary's users
@@ -241,9 +246,7 @@ func writePeer(w io.Writer, r report) {
 			wall, cpu := r.ratios(peer.name, peer.ours)
 			ratio = fmt.Sprintf("**%.1fx** / %.1fx", wall, cpu)
 		}
-		fmt.Fprintf(w, "| `Benchmark%s` | %.0f | %.0f | %.0f | %.0f | %s |\n", name,
-			r.med(name, func(s sample) float64 { return s.ns }), r.med(name, func(s sample) float64 { return s.cpuNs }),
-			r.med(name, func(s sample) float64 { return s.bytes }), r.med(name, func(s sample) float64 { return s.allocs }), ratio)
+		r.writeRow(w, name, ratio)
 	}
 }
 

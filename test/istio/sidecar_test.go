@@ -216,6 +216,17 @@ func runSidecarCase(t *testing.T, config string, istiodOpts IstiodOptions) {
 		t.Errorf("istiod %s lists connections %v, not the proxy %s", istiod.Revision, conns, node)
 	}
 
+	// Every flag the sidecar carries is one this pilot-agent reads: it logs each flag it knows
+	// at start ("FLAG: --domain=...") and silently drops the others.
+	for _, a := range agent.Args {
+		if name, ok := strings.CutPrefix(a, "--"); ok {
+			name, _, _ = strings.Cut(name, "=")
+			if !strings.Contains(log.String(), "FLAG: --"+name+"=") {
+				t.Errorf("pilot-agent %s ignores the rendered flag --%s", inject.DefaultIstioVersion, name)
+			}
+		}
+	}
+
 	// The stored readiness probe, as the kubelet runs it.
 	if status := httpProbe(ctx, filepath.Join(statusDir, "probe.sock"), proxy.ReadinessProbe.HTTPGet.Path); status != http.StatusOK {
 		failf("readiness probe %s answered %d", proxy.ReadinessProbe.HTTPGet.Path, status)
