@@ -258,6 +258,41 @@ $(TOOLS_BIN)/promql: hack/tools/promql/go.mod hack/tools/promql/go.sum hack/tool
 	@mkdir -p $(TOOLS_BIN)
 	cd hack/tools/promql && go build -trimpath -o $@ .
 
-# `make test` also tests the image (test/image), the chart with the real helm and the
-# dashboard's PromQL (test/envtest): build what they run first.
-test: image $(HELM) $(TOOLS_BIN)/promql
+# ---- Emissary's own chart and manifests (issue 12) ----
+
+# What the tests apply as Emissary: its real Helm chart, emissary-crds.yaml (the apiext
+# Deployment), the Consul connector and the quote backend of its documentation, from its
+# Go module on the module proxy (checksum-verified by the go command), released as
+# Emissary's build-aux/main.mk releases them: @version@, @chartVersion@ and @imageRepo@ (the
+# chart), $version$ and $imageRepo$ (the YAML) substituted. Nothing of it is committed here.
+EMISSARY_VERSION       := v3.10.0
+EMISSARY_CHART_VERSION := 8.10.0
+EMISSARY_IMAGE_REPO    := docker.io/emissaryingress/emissary
+EMISSARY_DIR           := $(ROOT)/bin/emissary/$(EMISSARY_VERSION)
+
+$(EMISSARY_DIR)/.released:
+	@echo ">> Emissary $(EMISSARY_VERSION)'s chart and manifests from its Go module"
+	@src=$$(go mod download -json github.com/emissary-ingress/emissary/v3@$(EMISSARY_VERSION) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
+		test -d "$$src" || { echo "go mod download gave no directory"; exit 1; }; \
+		rm -rf $(EMISSARY_DIR) && mkdir -p $(EMISSARY_DIR)/charts $(EMISSARY_DIR)/yaml && \
+		cp -R "$$src/charts/emissary-ingress" $(EMISSARY_DIR)/charts/ && chmod -R u+w $(EMISSARY_DIR) && \
+		for file in Chart.yaml values.yaml; do \
+			sed -e 's/@version@/$(EMISSARY_VERSION:v%=%)/g' -e 's/@chartVersion@/$(EMISSARY_CHART_VERSION)/g' \
+				-e 's,@imageRepo@,$(EMISSARY_IMAGE_REPO),g' \
+				< $(EMISSARY_DIR)/charts/emissary-ingress/$$file.in > $(EMISSARY_DIR)/charts/emissary-ingress/$$file; \
+		done && \
+		for file in manifests/emissary/emissary-crds.yaml.in docs/yaml/consul/ambassador-consul-connector.yaml \
+				docs/yaml/ambassador-injector.yaml docs/yaml/backends/quote.yaml; do \
+			base=$$(basename $$file .in); \
+			sed -e 's/\$$version\$$/$(EMISSARY_VERSION:v%=%)/g' -e 's,\$$imageRepo\$$,$(EMISSARY_IMAGE_REPO),g' \
+				< "$$src/$$file" > $(EMISSARY_DIR)/yaml/$$base; \
+		done
+	@touch $@
+
+.PHONY: emissary
+emissary: $(EMISSARY_DIR)/.released ## Emissary's chart and manifests (its Go module) into bin/emissary/<version> (once).
+
+# `make test` also tests the image (test/image), the chart with the real helm, the
+# dashboard's PromQL and Emissary's own chart and manifests (test/envtest): build or fetch
+# what they run first.
+test: image $(HELM) $(TOOLS_BIN)/promql $(EMISSARY_DIR)/.released

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -20,27 +22,45 @@ import (
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/mapping"
 )
 
-// errFindings makes `webhook audit` exit non-zero when something would change, like
+// errFindings makes `webhook audit` exit non-zero when something is not integrated, like
 // `kubectl diff`, so it can gate a pipeline or follow an outage.
-var errFindings = errors.New("audit: some objects are not as the webhook would store them")
+var errFindings = errors.New("audit: some objects are not integrated")
 
 func newAuditCommand() *cobra.Command {
-	var kubeconfig, configPath string
+	var kubeconfig, configPath, output string
 	cmd := &cobra.Command{
 		Use:   "audit",
-		Short: "Report Deployments and Mappings in a cluster that the webhook would change",
-		Long: `audit reads every Deployment and Mapping in the cluster and runs them through the
-webhook's own decisions, listing each one the webhook would change if it were applied
-again now: Emissary Deployments stored without the sidecar (or with an outdated one), and
-Mappings to meshed upstreams stored without tls — for example after an outage with
-failurePolicy Ignore, or objects created before the webhook was installed. It changes
-nothing. It exits 1 when it found something.
+		Short: "List Emissary workloads and Mappings in a cluster that are not integrated with Istio",
+		Long: `audit reads every Deployment, DaemonSet, bare Pod and Mapping in the cluster and lists,
+with the reason, each one that is not integrated as the webhook would integrate it now:
 
-To fix what it lists, send each object through the webhook again: kubectl apply
---server-side (a client-side apply of an unchanged file sends no request), or kubectl
-rollout restart for a Deployment.`,
+  not-injected      an Emissary edge stored without istio-proxy (created before the webhook
+                    handled it, e.g. a DaemonSet before v0.2, or while it could not answer)
+  stale-config      istio-proxy rendered from another configuration (an Istio upgrade)
+  modified          the pod template was edited around the webhook
+  stale-injection   istio-proxy still there although the workload opted out
+  opt-out           an edge that opts out (emissary-istio.io/inject: "false")
+  host-network      a hostNetwork edge, which the webhook (like Istio) does not inject
+  unknown-image     labelled as Emissary's, but no container is recognisably the edge
+  container-not-found  opted in without a usable container
+  no-tls            a Mapping to a meshed namespace stored without tls
+  stale-tls         a Mapping with the webhook's tls whose upstream left the mesh
+  opt-out, scheme, tls-set  a Mapping to a meshed namespace that opts out, uses http:// or
+                    https://, or sets tls true, false or "": plain text or TLS without Istio's
+                    certificate, which STRICT mTLS rejects
+
+It changes nothing, and exits 1 when it found something. Emissary's helpers (apiext, the
+Consul connector, the agent), other applications and hand-written integrations are not
+listed.
+
+To fix a workload, send it through the webhook again: kubectl rollout restart (or, for a bare
+Pod, re-create it); a Mapping: kubectl apply --server-side (a client-side apply of an
+unchanged file sends no request).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "" && output != "json" {
+				return fmt.Errorf(`audit: -o %q: only "json" (or nothing, for a table) is known`, output)
+			}
 			cfg, err := inject.LoadConfig(configPath)
 			if err != nil {
 				return err
@@ -55,59 +75,130 @@ rollout restart for a Deployment.`,
 			if err != nil {
 				return fmt.Errorf("audit: %w", err)
 			}
-			found, err := audit(cmd.Context(), c, cfg, cmd.OutOrStdout())
+			findings, err := audit(cmd.Context(), c, cfg)
 			if err != nil {
 				return err
 			}
-			if found > 0 {
+			if output == "json" {
+				err = printJSON(cmd.OutOrStdout(), findings)
+			} else {
+				err = printTable(cmd.OutOrStdout(), findings)
+			}
+			if err != nil {
+				return err
+			}
+			if len(findings) > 0 {
 				cmd.SilenceErrors = true
-				fmt.Fprintf(cmd.ErrOrStderr(), "%d object(s) would change\n", found)
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d object(s) not integrated\n", len(findings))
 				return errFindings
 			}
-			fmt.Fprintln(cmd.ErrOrStderr(), "every Deployment and Mapping is as the webhook would store it")
+			fmt.Fprintln(cmd.ErrOrStderr(), "every Emissary workload and every Mapping to a meshed namespace is integrated")
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: the usual kubectl rules)")
 	f.StringVar(&configPath, "config", "", "configuration file (defaults apply when empty)")
+	f.StringVarP(&output, "output", "o", "", `"json" for a JSON array of findings (kind, namespace, name, reason, message)`)
 	return cmd
 }
 
-// audit lists what would change and returns how many objects that is.
-func audit(ctx context.Context, c client.Client, cfg *inject.Config, out io.Writer) (int, error) {
-	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "KIND\tNAMESPACE/NAME\tREASON\tWHAT THE WEBHOOK WOULD DO")
-	found := 0
+// finding is one object audit lists.
+type finding struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Reason    string `json:"reason"`
+	Message   string `json:"message"`
+}
 
+// audit lists what is not integrated: workloads first (Deployments, DaemonSets, Pods), then
+// Mappings, in the API server's order.
+func audit(ctx context.Context, c client.Client, cfg *inject.Config) ([]finding, error) {
+	var found []finding
 	var deployments appsv1.DeploymentList
-	if err := c.List(ctx, &deployments); err != nil {
-		return 0, fmt.Errorf("audit: listing Deployments: %w", err)
+	var daemonSets appsv1.DaemonSetList
+	var pods corev1.PodList
+	for _, l := range []client.ObjectList{&deployments, &daemonSets, &pods} {
+		if err := listAll(ctx, c, l); err != nil {
+			return nil, err
+		}
 	}
+	var workloads []inject.Workload
 	for i := range deployments.Items {
-		d := &deployments.Items[i]
-		if res := inject.Deployment(d, cfg); res.Changed() {
-			found++
-			fmt.Fprintf(w, "Deployment\t%s/%s\t%s\t%s\n", d.Namespace, d.Name, res.Reason, res.Message)
+		workloads = append(workloads, inject.NewWorkload(&deployments.Items[i]))
+	}
+	for i := range daemonSets.Items {
+		workloads = append(workloads, inject.NewWorkload(&daemonSets.Items[i]))
+	}
+	for i := range pods.Items {
+		if len(pods.Items[i].OwnerReferences) == 0 { // the others' owners are listed
+			workloads = append(workloads, inject.NewWorkload(&pods.Items[i]))
+		}
+	}
+	for _, w := range workloads {
+		if f, ok := inject.Audit(w, cfg); ok {
+			found = append(found, finding{w.Kind(), w.GetNamespace(), w.GetName(), f.Reason, f.Message})
 		}
 	}
 
 	mappings, err := listMappings(ctx, c)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	lookup := cfg.Mapping.Lookup(ctx, apiNamespaces{c})
 	for _, m := range mappings {
 		dec, err := mapping.Decide(m.Object, &cfg.Mapping, lookup)
 		if err != nil {
-			return 0, fmt.Errorf("audit: looking up namespaces: %w", err)
+			return nil, fmt.Errorf("audit: looking up namespaces: %w", err)
 		}
-		if dec.Changed() {
-			found++
-			fmt.Fprintf(w, "Mapping\t%s/%s\t%s\t%s\n", m.GetNamespace(), m.GetName(), dec.Reason, dec.Message)
+		if reason, ok := mapping.Audit(dec); ok {
+			found = append(found, finding{"Mapping", m.GetNamespace(), m.GetName(), reason, dec.Message})
 		}
 	}
-	return found, w.Flush()
+	return found, nil
+}
+
+// listAll lists every object of l's kind in all namespaces, a page at a time.
+func listAll(ctx context.Context, c client.Client, l client.ObjectList) error {
+	page := l.DeepCopyObject().(client.ObjectList) // empty: List replaces its items
+	for cont := ""; ; {
+		if err := c.List(ctx, page, client.Limit(500), client.Continue(cont)); err != nil {
+			return fmt.Errorf("audit: listing %T: %w", l, err)
+		}
+		items, err := apimeta.ExtractList(page)
+		if err != nil {
+			return err
+		}
+		all, err := apimeta.ExtractList(l)
+		if err != nil {
+			return err
+		}
+		if err := apimeta.SetList(l, append(all, items...)); err != nil {
+			return err
+		}
+		if cont = page.GetContinue(); cont == "" {
+			return nil
+		}
+	}
+}
+
+func printTable(out io.Writer, findings []finding) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "KIND\tNAMESPACE/NAME\tREASON\tWHY")
+	for _, f := range findings {
+		fmt.Fprintf(w, "%s\t%s/%s\t%s\t%s\n", f.Kind, f.Namespace, f.Name, f.Reason, f.Message)
+	}
+	return w.Flush()
+}
+
+func printJSON(out io.Writer, findings []finding) error {
+	if findings == nil {
+		findings = []finding{}
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(findings)
 }
 
 // listMappings reads Mappings at v2, the version Emissary 2.x and 3.x store (where tls may

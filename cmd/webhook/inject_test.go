@@ -19,6 +19,10 @@ import (
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
 )
 
+// defaultNS is the namespace `webhook inject` decides documents without one in when neither
+// -n nor a kubeconfig says otherwise.
+var defaultNS = streamNamespace{name: "default"}
+
 // TestInjectStream: `webhook inject` on a mixed stream, with mesh status from a Namespace
 // document in the stream and from --meshed-namespaces. Golden: testdata/stream.golden.yaml
 // (stdout) and testdata/stream.golden.txt (stderr).
@@ -38,7 +42,7 @@ func TestInjectStream(t *testing.T) {
 			}
 			defer in.Close()
 			var out, diag bytes.Buffer
-			if err := injectStream(context.Background(), in, &out, &diag, inject.DefaultConfig(), c.meshed, nil); err != nil {
+			if err := injectStream(context.Background(), in, &out, &diag, inject.DefaultConfig(), defaultNS, c.meshed, nil); err != nil {
 				t.Fatal(err)
 			}
 			golden.Assert(t, filepath.Join("testdata", c.name+".golden.yaml"), out.Bytes())
@@ -60,7 +64,7 @@ func TestInjectStreamErrors(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var out, diag bytes.Buffer
-			err := injectStream(context.Background(), strings.NewReader(c.in), &out, &diag, inject.DefaultConfig(), nil, nil)
+			err := injectStream(context.Background(), strings.NewReader(c.in), &out, &diag, inject.DefaultConfig(), defaultNS, nil, nil)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v, want one containing %q", err, c.want)
 			}
@@ -137,7 +141,7 @@ func injectSeed(t *testing.T, cfg *inject.Config) (got, seed appsv1.Deployment) 
 	}
 	defer in.Close()
 	var out, diag bytes.Buffer
-	if err := injectStream(context.Background(), in, &out, &diag, cfg, nil, nil); err != nil {
+	if err := injectStream(context.Background(), in, &out, &diag, cfg, defaultNS, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := yaml.Unmarshal(out.Bytes(), &got); err != nil {
@@ -187,7 +191,7 @@ spec:
         configMap: {name: istio-ca-root-cert}
 `
 	var out, diag bytes.Buffer
-	if err := injectStream(context.Background(), strings.NewReader(in), &out, &diag, inject.DefaultConfig(), nil, nil); err != nil {
+	if err := injectStream(context.Background(), strings.NewReader(in), &out, &diag, inject.DefaultConfig(), defaultNS, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	var got appsv1.Deployment
@@ -199,5 +203,47 @@ spec:
 	}
 	if v := volumesByName(got.Spec.Template.Spec.Volumes)["istiod-ca-cert"]; v.ConfigMap == nil || v.ConfigMap.DefaultMode != nil {
 		t.Errorf("the user's istiod-ca-cert volume was rewritten:\n%s", out.String())
+	}
+}
+
+// TestInjectNamespace: -n is kubectl's: documents without a namespace are decided in it and
+// printed without one; a document in another namespace than an explicit -n is an error;
+// without -n they are decided in "default".
+func TestInjectNamespace(t *testing.T) {
+	const quote = "apiVersion: getambassador.io/v2\nkind: Mapping\nmetadata:\n  name: quote\nspec:\n  prefix: /q/\n  service: quote\n"
+	run := func(in string, ns streamNamespace, meshed ...string) (string, error) {
+		var out, diag bytes.Buffer
+		err := injectStream(context.Background(), strings.NewReader(in), &out, &diag, inject.DefaultConfig(), ns, meshed, nil)
+		return out.String(), err
+	}
+	for _, c := range []struct {
+		name    string
+		in      string
+		ns      streamNamespace
+		meshed  string
+		want    string // a part of the output
+		wantErr string
+	}{
+		{"decided in -n", quote, streamNamespace{"edge", true}, "edge", "service: quote:80", ""},
+		{"not meshed there", quote, streamNamespace{"other", true}, "edge", "service: quote\n", ""},
+		{"default", quote, defaultNS, "default", "tls: istio-upstream", ""},
+		{"its own namespace without -n", strings.Replace(quote, "name: quote\n", "name: quote\n  namespace: edge\n", 1), defaultNS, "edge", "namespace: edge", ""},
+		{"another namespace than -n", strings.Replace(quote, "name: quote\n", "name: quote\n  namespace: edge\n", 1), streamNamespace{"other", true}, "edge", "", `the namespace from the provided object "edge" does not match the namespace "other"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := run(c.in, c.ns, c.meshed)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("error %v, want %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(out, c.want) {
+				t.Fatalf("output %q (%v), want one with %q", out, err, c.want)
+			}
+			if !strings.Contains(c.in, "namespace:") && strings.Contains(out, "namespace:") {
+				t.Errorf("a namespace was added to the output:\n%s", out)
+			}
+		})
 	}
 }

@@ -85,7 +85,7 @@ func TestCLIAppliesTheServersPatch(t *testing.T) {
 			}
 			doc := docs[0]
 
-			cliOut, cliMsgs, err := transform(context.Background(), doc, cfg, goldenMesh)
+			cliOut, cliMsgs, err := transform(context.Background(), doc, cfg, defaultNS, goldenMesh)
 			if err != nil {
 				t.Fatalf("webhook inject: %v", err)
 			}
@@ -123,7 +123,7 @@ func TestCLIAppliesTheServersPatch(t *testing.T) {
 				if err := yaml.Unmarshal(cliOut, &got); err != nil {
 					t.Fatal(err)
 				}
-				if doc.Kind == "Deployment" {
+				if workloadKind(doc) != "" {
 					pruneGenerated(want)
 					wantMsgs[0] = "Injected: " + resp.Warnings[0] // the webhook's first warning is its message
 				}
@@ -147,7 +147,7 @@ func TestCLIAppliesTheServersPatch(t *testing.T) {
 func review(t *testing.T, cfg *inject.Config, doc document, raw []byte) *admissionv1.AdmissionResponse {
 	t.Helper()
 	holder := mutate.NewConfigHolder(cfg)
-	var h admission.Handler = &mutate.DeploymentHandler{Config: holder, Metrics: mutate.NewMetrics(nil)}
+	var h admission.Handler = &mutate.WorkloadHandler{Config: holder, Metrics: mutate.NewMetrics(nil)}
 	if doc.Kind == "Mapping" {
 		h = &mutate.MappingHandler{Config: holder, Namespaces: goldenMesh, Metrics: mutate.NewMetrics(nil)}
 	}

@@ -19,6 +19,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/mutate"
 	"github.com/emissary-istio/emissary-istio-webhook/test/envtest"
 )
 
@@ -75,7 +76,7 @@ func run(keep bool, kubeconfigOut string) error {
 	if ctx.Err() != nil {
 		return errInterrupted
 	}
-	fmt.Printf("   webhook registered at %s (%s, %s)\n", env.WebhookURL, "/mutate-deployments", "/mutate-mappings")
+	fmt.Printf("   webhook registered at %s (%s, %s, %s)\n", env.WebhookURL, mutate.DeploymentPath, mutate.PodPath, mutate.MappingPath)
 
 	testdata := filepath.Join(envtest.RepoRoot(), "test", "envtest", "testdata")
 	steps := []struct {

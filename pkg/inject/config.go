@@ -72,6 +72,9 @@ type Config struct {
 	ProxyResources   corev1.ResourceRequirements `json:"proxyResources"`
 	ImagePullPolicy  corev1.PullPolicy           `json:"imagePullPolicy"`
 
+	// EmissaryImages are the image patterns that make a workload Emissary's (image.go).
+	EmissaryImages []string `json:"emissaryImages"`
+
 	// Mapping defaulting settings, read by pkg/mapping.
 	Mapping mapping.Config `json:"mapping"`
 
@@ -187,6 +190,9 @@ func (c *Config) applyDefaults() {
 	if c.ImagePullPolicy == "" {
 		c.ImagePullPolicy = corev1.PullIfNotPresent
 	}
+	if c.EmissaryImages == nil {
+		c.EmissaryImages = slices.Clone(DefaultEmissaryImages)
+	}
 	c.Mapping.ApplyDefaults()
 }
 
@@ -259,6 +265,11 @@ func (c *Config) Validate() error {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 	default:
 		bad("imagePullPolicy", "must be one of Always, IfNotPresent, Never")
+	}
+	for i, p := range c.EmissaryImages {
+		if err := checkImagePattern(p); err != nil {
+			bad(fmt.Sprintf("emissaryImages[%d]", i), "%v", err)
+		}
 	}
 	for _, err := range c.Mapping.Validate() {
 		errs = append(errs, fmt.Errorf("mapping.%w", err))

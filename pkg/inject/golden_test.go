@@ -14,13 +14,18 @@ import (
 	"github.com/emissary-istio/emissary-istio-webhook/test/golden"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 )
 
 // Every testdata/<name>.yaml input must be listed here with the decision it must produce; the
 // full output is in <name>.golden.yaml and the Result in <name>.result.golden.txt. A
-// <name>.config.yaml beside the input replaces DefaultConfig().
+// <name>.config.yaml beside the input replaces DefaultConfig(). An input is one Deployment,
+// DaemonSet or Pod; inputs named after Emissary's own manifests say in a comment which
+// upstream file and lines their shape mirrors.
 var goldenCases = []struct {
 	name     string
 	action   Action
@@ -39,20 +44,40 @@ var goldenCases = []struct {
 	{"opt-in-single-container", Injected, ReasonInjected, 0},
 	{"opt-in-container-not-found", Skipped, ReasonContainerNotFound, 1},
 	{"opt-out", Skipped, ReasonOptOut, 0},
-	{"opt-out-after-injection", Injected, ReasonOptOut, 1},
+	{"opt-out-after-injection", Injected, ReasonOptOut, 0},
 	{"non-emissary", Skipped, ReasonNotEmissary, 0},
 	{"already-injected-old-version", Injected, ReasonInjected, 0},
 	{"already-injected-server-defaulted", UpToDate, ReasonUpToDate, 0},
 	{"stale-status", Injected, ReasonInjected, 0},
-	{"user-conflicts", Injected, ReasonInjected, 3},
-	{"istio-injector-seed", Injected, ReasonInjected, 1},
+	{"user-conflicts", Injected, ReasonInjected, 0},
+	// Emissary's chart and manifests: the workloads that are the edge, and those that are not.
+	{"chart-daemonset", Injected, ReasonInjected, 0},
+	{"chart-bare-pod", Injected, ReasonInjected, 0},
+	{"chart-mirror-emissary-ingress", Injected, ReasonInjected, 0},
+	{"mirror-ambassador-edge-stack", Injected, ReasonInjected, 0},
+	{"chart-renamed-image", Injected, ReasonInjected, 0},
+	{"chart-unknown-image", Skipped, ReasonUnknownImage, 1},
+	{"custom-emissary-images", Injected, ReasonInjected, 0},
+	{"busyambassador-entrypoint", Injected, ReasonInjected, 0},
+	{"apiext-3x", Skipped, string(RoleAPIExt), 0},
+	{"apiext-4x", Skipped, string(RoleAPIExt), 0},
+	{"consul-connector", Skipped, string(RoleConsulConnector), 0},
+	{"agent-2x", Skipped, string(RoleAgent), 0},
+	{"agent-3x", Skipped, string(RoleAgent), 0},
+	{"aes-injector", Skipped, string(RoleHelper), 0},
+	{"chart-host-network", Skipped, ReasonHostNetwork, 1},
+	{"host-network-opt-in", Injected, ReasonInjected, 0},
+	{"replicaset-pod", Skipped, ReasonOwnedPod, 0},
+	{"bare-pod-old-config", Skipped, ReasonPodImmutable, 1},
+	// Modes: istio-injector (Istio's own injector renders the proxy), the per-workload
+	// override, switching, a hand-written Istio-injector setup completed; native sidecars.
+	{"istio-injector-seed", Injected, ReasonInjected, 0},
 	{"istio-injector-revision", Injected, ReasonInjected, 0},
-	{"istio-injector-user-metadata", Injected, ReasonInjected, 4},
-	{"emissary-guide-helm-values", Injected, ReasonInjected, 1},
+	{"istio-injector-user-metadata", Injected, ReasonInjected, 0},
+	{"emissary-guide-helm-values", Injected, ReasonInjected, 0},
 	{"mode-annotation", Injected, ReasonInjected, 0},
 	{"mode-annotation-invalid", Injected, ReasonInjected, 1},
 	{"host-network-istio-injector", Skipped, ReasonHostNetwork, 1},
-	{"host-network-sidecar", Injected, ReasonInjected, 1},
 	{"native-sidecar", Injected, ReasonInjected, 0},
 	{"switch-to-istio-injector", Injected, ReasonInjected, 0},
 }
@@ -74,17 +99,50 @@ func inputNames(t testing.TB) []string {
 	return names
 }
 
-func readDeployment(t testing.TB, name string) *appsv1.Deployment {
+// readObject decodes the input name strictly as the kind it says it is.
+func readObject(t testing.TB, name string) runtime.Object {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", name+".yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &appsv1.Deployment{}
-	if err := yaml.UnmarshalStrict(data, d); err != nil {
+	var meta metav1.TypeMeta
+	if err := yaml.Unmarshal(data, &meta); err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
+	objects := map[string]runtime.Object{KindDeployment: &appsv1.Deployment{}, KindDaemonSet: &appsv1.DaemonSet{}, KindPod: &corev1.Pod{}}
+	obj, ok := objects[meta.Kind]
+	if !ok {
+		t.Fatalf("%s: kind %q is not a workload", name, meta.Kind)
+	}
+	if err := yaml.UnmarshalStrict(data, obj); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return obj
+}
+
+func readWorkload(t testing.TB, name string) Workload { return NewWorkload(readObject(t, name)) }
+
+func readDeployment(t testing.TB, name string) *appsv1.Deployment {
+	t.Helper()
+	d, ok := readObject(t, name).(*appsv1.Deployment)
+	if !ok {
+		t.Fatalf("%s is not a Deployment", name)
+	}
 	return d
+}
+
+// object is the API object a Workload wraps.
+func object(w Workload) runtime.Object {
+	switch o := w.(type) {
+	case DeploymentWorkload:
+		return o.Deployment
+	case DaemonSetWorkload:
+		return o.DaemonSet
+	case PodWorkload:
+		return o.Pod
+	}
+	panic("unknown workload")
 }
 
 func configFor(t testing.TB, name string) *Config {
@@ -109,15 +167,15 @@ func toYAML(t testing.TB, v any) []byte {
 	return b
 }
 
-// roundTrip stores d as the API server would (JSON) and reads it back.
-func roundTrip(t testing.TB, d *appsv1.Deployment) *appsv1.Deployment {
+// roundTrip stores w as the API server would (JSON) and reads it back.
+func roundTrip(t testing.TB, w Workload) Workload {
 	t.Helper()
-	b, err := json.Marshal(d)
+	b, err := json.Marshal(w)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &appsv1.Deployment{}
-	if err := json.Unmarshal(b, out); err != nil {
+	out, err := DecodeWorkload(w.Kind(), b)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return out
@@ -129,6 +187,9 @@ func resultText(r Result) []byte {
 	fmt.Fprintf(&b, "action: %s\nreason: %s\ncontainer: %s\nmessage: %s\n", r.Action, r.Reason, r.Container, r.Message)
 	for _, w := range r.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", w)
+	}
+	for _, n := range r.Notices {
+		fmt.Fprintf(&b, "notice: %s\n", n)
 	}
 	return b.Bytes()
 }
@@ -144,9 +205,9 @@ func TestGolden(t *testing.T) {
 	}
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
-			d := readDeployment(t, tc.name)
-			before := d.DeepCopy()
-			res := Deployment(d, configFor(t, tc.name))
+			before := readObject(t, tc.name)
+			w := NewWorkload(before.DeepCopyObject())
+			res := Apply(w, configFor(t, tc.name))
 
 			if res.Action != tc.action || res.Reason != tc.reason || len(res.Warnings) != tc.warnings {
 				t.Errorf("got %s/%s with %d warnings %q, want %s/%s with %d", res.Action, res.Reason, len(res.Warnings), res.Warnings, tc.action, tc.reason, tc.warnings)
@@ -154,20 +215,20 @@ func TestGolden(t *testing.T) {
 			if res.Message == "" {
 				t.Error("empty message")
 			}
-			changed := !equality.Semantic.DeepEqual(before.Spec.Template, d.Spec.Template)
+			changed := !equality.Semantic.DeepEqual(NewWorkload(before).Template(), w.Template())
 			if changed != res.Changed() {
 				t.Errorf("template changed = %v but Action = %s", changed, res.Action)
 			}
-			if !res.Changed() && !reflect.DeepEqual(before, d) {
+			if !res.Changed() && !reflect.DeepEqual(before, object(w)) {
 				t.Error("object modified although not Injected")
 			}
-			rest := d.DeepCopy()
-			rest.Spec.Template = before.Spec.Template
-			if !reflect.DeepEqual(rest, before) {
-				t.Error("something outside spec.template was modified")
+			rest := NewWorkload(before.DeepCopyObject())
+			rest.SetTemplate(w.Template())
+			if !reflect.DeepEqual(object(rest), object(w)) {
+				t.Error("something outside the pod template was modified")
 			}
 
-			golden.Assert(t, filepath.Join("testdata", tc.name+".golden.yaml"), toYAML(t, d))
+			golden.Assert(t, filepath.Join("testdata", tc.name+".golden.yaml"), toYAML(t, w))
 			golden.Assert(t, filepath.Join("testdata", tc.name+".result.golden.txt"), resultText(res))
 		})
 	}
@@ -178,12 +239,12 @@ func TestIdempotent(t *testing.T) {
 	for _, name := range inputNames(t) {
 		t.Run(name, func(t *testing.T) {
 			cfg := configFor(t, name)
-			d := readDeployment(t, name)
-			Deployment(d, cfg)
-			first := toYAML(t, d)
+			w := readWorkload(t, name)
+			Apply(w, cfg)
+			first := toYAML(t, w)
 
-			stored := roundTrip(t, d)
-			res := Deployment(stored, cfg)
+			stored := roundTrip(t, w)
+			res := Apply(stored, cfg)
 			if res.Changed() {
 				t.Errorf("second pass: %s/%s: %s", res.Action, res.Reason, res.Message)
 			}
@@ -192,8 +253,8 @@ func TestIdempotent(t *testing.T) {
 			}
 
 			// The same with the server's defaults filled in.
-			stored.Spec.Template = *withServerDefaults(&stored.Spec.Template)
-			if res := Deployment(stored, cfg); res.Changed() {
+			stored.SetTemplate(withServerDefaults(stored.Template()))
+			if res := Apply(stored, cfg); res.Changed() {
 				t.Errorf("after server defaulting: %s/%s: %s", res.Action, res.Reason, res.Message)
 			}
 		})
@@ -253,21 +314,21 @@ func TestConfigChangeReRenders(t *testing.T) {
 // Opting out after injection gives the user back exactly their own template, including an
 // annotation value the injector had to overwrite.
 func TestOptOutRestoresUserTemplate(t *testing.T) {
-	for _, name := range []string{"user-conflicts", "emissary-3x", "helm-4x", "opt-in-annotation"} {
+	for _, name := range []string{"user-conflicts", "emissary-3x", "helm-4x", "opt-in-annotation", "chart-daemonset", "chart-renamed-image"} {
 		t.Run(name, func(t *testing.T) {
-			original := readDeployment(t, name)
-			d := original.DeepCopy()
-			if res := Deployment(d, DefaultConfig()); res.Action != Injected {
+			original := readWorkload(t, name)
+			w := NewWorkload(object(original).DeepCopyObject())
+			if res := Apply(w, DefaultConfig()); res.Action != Injected {
 				t.Fatalf("first pass: %s", res.Message)
 			}
-			d = roundTrip(t, d)
-			d.Annotations = map[string]string{AnnotationInject: "false"}
-			res := Deployment(d, DefaultConfig())
+			w = roundTrip(t, w)
+			w.SetAnnotations(map[string]string{AnnotationInject: "false"})
+			res := Apply(w, DefaultConfig())
 			if res.Action != Injected || res.Reason != ReasonOptOut || !strings.HasPrefix(res.Message, "removed ") {
 				t.Fatalf("opt-out: %s/%s: %s", res.Action, res.Reason, res.Message)
 			}
-			if !equality.Semantic.DeepEqual(d.Spec.Template, original.Spec.Template) {
-				t.Errorf("template after opt-out:\n%s\nwant:\n%s", toYAML(t, d.Spec.Template), toYAML(t, original.Spec.Template))
+			if !equality.Semantic.DeepEqual(w.Template(), original.Template()) {
+				t.Errorf("template after opt-out:\n%s\nwant:\n%s", toYAML(t, w.Template()), toYAML(t, original.Template()))
 			}
 		})
 	}

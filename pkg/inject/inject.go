@@ -1,6 +1,7 @@
-// Package inject decides whether an Emissary Deployment gets the istio-proxy sidecar of the
-// Emissary + Istio integration, and renders it. Everything here is a pure function of the
-// object and the Config; the admission handlers and the offline CLI share it.
+// Package inject decides whether an Emissary workload (a Deployment, a DaemonSet or a bare
+// Pod) gets the istio-proxy sidecar of the Emissary + Istio integration, and renders it.
+// Everything here is a pure function of the object and the Config; the admission handlers
+// and the offline CLI share it.
 package inject
 
 import (
@@ -15,13 +16,14 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Version is the injector's version, recorded in the status annotation. main sets it with
 // -ldflags "-X github.com/emissary-istio/emissary-istio-webhook/pkg/inject.Version=…".
 var Version = "dev"
 
-// Action is what Deployment did.
+// Action is what Apply did.
 type Action string
 
 const (
@@ -30,7 +32,9 @@ const (
 	Skipped  Action = "skipped"    // not touched at all
 )
 
-// Reasons are stable, low-cardinality strings for metric labels and log lines.
+// Reasons are stable, low-cardinality strings for metric labels and log lines. A workload
+// whose Emissary container is not the edge is skipped with its Role as the reason
+// (apiext, consul-connector, agent, helper).
 const (
 	ReasonInjected           = "injected"
 	ReasonUpToDate           = "up-to-date"
@@ -38,16 +42,39 @@ const (
 	ReasonOptOut             = "opt-out"
 	ReasonHandWrittenSidecar = "hand-written-sidecar"
 	ReasonContainerNotFound  = "container-not-found" // opt-in names a missing container, or no usable container
-	ReasonHostNetwork        = "host-network"        // a hostNetwork pod in istio-injector mode: Istio does not inject it
+	ReasonUnknownImage       = "unknown-image"       // labelled as Emissary's, but no container is recognisably Emissary
+	ReasonHostNetwork        = "host-network"        // a hostNetwork pod, which Istio does not inject either
+	ReasonOwnedPod           = "owned-pod"           // a Pod with an owner (a ReplicaSet...): its owner's template is injected
+	ReasonPodImmutable       = "pod-immutable"       // an injected Pod that would change: a Pod's containers cannot
 )
 
-// Result says what Deployment did and why.
+// Reasons lists every Reason Apply returns, e.g. to pre-create metric series.
+var Reasons = []string{
+	ReasonInjected, ReasonUpToDate, ReasonNotEmissary, ReasonOptOut, ReasonHandWrittenSidecar,
+	ReasonContainerNotFound, ReasonUnknownImage, ReasonHostNetwork, ReasonOwnedPod, ReasonPodImmutable,
+	string(RoleAPIExt), string(RoleConsulConnector), string(RoleAgent), string(RoleHelper),
+}
+
+// mustAct are the skip reasons that leave a workload that is meant to be Emissary's edge
+// without the integration: the user hears about them on every admission.
+var mustAct = map[string]string{
+	ReasonHandWrittenSidecar: "left unchanged: %s; remove it to let the injector manage the sidecar",
+	ReasonContainerNotFound:  "not injected: %s",
+	ReasonUnknownImage:       "not injected: %s",
+	ReasonHostNetwork:        "not injected: %s",
+}
+
+// Result says what Apply did and why.
 type Result struct {
-	Action    Action   `json:"action"`
-	Reason    string   `json:"reason"`
-	Container string   `json:"container,omitempty"` // the Emissary container, when found
-	Message   string   `json:"message"`             // one sentence: what was done and why
-	Warnings  []string `json:"warnings,omitempty"`  // for the user (kubectl prints them)
+	Action    Action `json:"action"`
+	Reason    string `json:"reason"`
+	Container string `json:"container,omitempty"` // the Emissary container, when found
+	Message   string `json:"message"`             // one sentence: what was done and why
+	// Warnings are for the user on every admission: something keeps the workload from
+	// being integrated as meant. Notices describe a change (a conflict the injection worked
+	// around): they matter only when the stored object changes.
+	Warnings []string `json:"warnings,omitempty"`
+	Notices  []string `json:"notices,omitempty"`
 	// Status is what the template's status annotation records after an injection (Injected
 	// with ReasonInjected, or UpToDate); nil otherwise.
 	Status *Status `json:"-"`
@@ -56,114 +83,148 @@ type Result struct {
 // Changed reports whether the pod template was modified.
 func (r Result) Changed() bool { return r.Action == Injected }
 
-// Deployment applies the injection to d in place and says what happened.
-//
-// It strips what the status annotation names, decides with Detect, injects again with cfg and
-// compares with the input: Injected iff the template differs semantically (API-server
-// defaults and the injector version alone do not count), otherwise d is left exactly as it was.
-// So re-applying the same YAML is a no-op and a config change re-renders.
-//
-// A template that carries our status but must not be injected any more (opted out, no longer
-// an Emissary Deployment, container gone) has the injection removed: Action Injected with the
-// skip reason, so that opting out after injection cleans up. A hand-written istio-proxy is
-// never touched.
-//
-// A first injection (the template carries no status annotation) only adds: it appends to
-// spec.volumes, to the Emissary container's env and volumeMounts and to spec.containers (or
-// spec.initContainers) exactly the items the new status lists, in that order, and sets pod
-// template annotations and labels.
-// The admission handler relies on this to answer with a patch that appends.
-//
-// cfg must come from DefaultConfig, ParseConfig or LoadConfig; nil means DefaultConfig().
+// Deployment is Apply for a Deployment.
 func Deployment(d *appsv1.Deployment, cfg *Config) Result {
 	if d == nil {
 		return Result{Action: Skipped, Reason: ReasonNotEmissary, Message: "no Deployment given"}
 	}
+	return Apply(DeploymentWorkload{d}, cfg)
+}
+
+// Apply applies the injection to w's pod template in place and says what happened.
+//
+// It strips what the status annotation names, decides with Detect, injects again with cfg and
+// compares with the input: Injected iff the template differs semantically (API-server
+// defaults and the injector version alone do not count), otherwise w is left exactly as it was.
+// So re-applying the same YAML is a no-op and a config change re-renders.
+//
+// A template that carries our status but must not be injected any more (opted out, no longer
+// Emissary's edge, container gone) has the injection removed: Action Injected with the
+// skip reason, so that opting out after injection cleans up. A hand-written istio-proxy is
+// never touched.
+//
+// A Pod is its own template, and its containers cannot change once it exists: a Pod that
+// carries an injection is never re-rendered or stripped (ReasonPodImmutable says it should be
+// re-created), and a Pod with an owner is left to its owner's template (ReasonOwnedPod).
+//
+// A first injection (the template carries no status annotation) only adds: it appends to
+// spec.volumes, to the Emissary container's env and volumeMounts and to spec.containers
+// exactly the items the new status lists, in that order, and sets template annotations.
+// The admission handler relies on this to answer with a patch that appends.
+//
+// cfg must come from DefaultConfig, ParseConfig or LoadConfig; nil means DefaultConfig().
+func Apply(w Workload, cfg *Config) Result {
 	if cfg == nil {
 		cfg = DefaultConfig()
 	}
-	ref := "Deployment " + objectRef(d)
+	ref := w.Kind() + " " + objectRef(w)
 	var res Result
-	warn := func(msgs ...string) {
+	say := func(into *[]string, msgs ...string) {
 		for _, m := range msgs {
-			res.Warnings = append(res.Warnings, ref+": "+m)
+			*into = append(*into, ref+": "+m)
 		}
 	}
+	if owners := w.GetOwnerReferences(); w.Kind() == KindPod && len(owners) > 0 {
+		res.Action, res.Reason = Skipped, ReasonOwnedPod
+		res.Message = fmt.Sprintf("%s not injected: it belongs to %s %s, whose pod template gets the integration", ref, owners[0].Kind, owners[0].Name)
+		return res
+	}
 
-	old, err := ParseStatus(&d.Spec.Template)
+	tmpl := w.Template()
+	old, err := ParseStatus(tmpl)
 	if err != nil {
-		warn(fmt.Sprintf("ignoring %v; treating the pod template as never injected", err))
+		say(&res.Warnings, fmt.Sprintf("ignoring %v; treating the pod template as never injected", err))
 	}
-	// work is what Detect and Inject see: d with the earlier injection stripped from a copy of
-	// its template (the only part strip and Inject touch). Without an earlier injection there
-	// is nothing to strip and no copy is made: Inject only appends to d, so its result is
-	// always a change and there is nothing to compare.
-	work := d
+	// work is what detect and Inject see: the template with the earlier injection stripped
+	// from a copy. Without an earlier injection there is nothing to strip and no copy is
+	// made: Inject only appends to the template, so its result is always a change and there
+	// is nothing to compare.
+	work := tmpl
 	if old != nil {
-		work = &appsv1.Deployment{ObjectMeta: d.ObjectMeta, Spec: appsv1.DeploymentSpec{Template: *d.Spec.Template.DeepCopy()}}
-		strip(&work.Spec.Template, old, false)
+		work = tmpl.DeepCopy()
+		strip(work, old, false)
 	}
-	det := Detect(work)
+	det := detect(w, work, cfg)
 	res.Container = det.Container
-	warn(det.Warnings...)
-	mode := chooseMode(d.Annotations, &work.Spec.Template, cfg)
+	say(&res.Warnings, det.Warnings...)
+	mode := chooseMode(w.GetAnnotations(), work, cfg)
 	if det.Inject() {
-		warn(mode.Warnings...)
-		if work.Spec.Template.Spec.HostNetwork {
-			if mode.Mode == ModeIstioInjector {
-				det = det.skip(ReasonHostNetwork, mode.hostNetworkWhy())
-			} else {
-				warn(mode.hostNetworkWhy())
-			}
-		}
+		say(&res.Warnings, mode.Warnings...)
+	}
+	// Istio's injector does not inject hostNetwork pods, opted in or not.
+	if work.Spec.HostNetwork && mode.Mode == ModeIstioInjector && (det.Inject() || det.Reason == ReasonHostNetwork) {
+		det = det.skip(ReasonHostNetwork, mode.hostNetworkWhy())
 	}
 
+	immutable := func(why string) Result {
+		res.Action, res.Reason = Skipped, ReasonPodImmutable
+		res.Message = fmt.Sprintf("%s left unchanged: %s, and a Pod's containers cannot change; delete and re-create it", ref, why)
+		say(&res.Warnings, res.Message[len(ref)+1:])
+		return res
+	}
 	if det.Reason == ReasonHandWrittenSidecar || (!det.Inject() && old == nil) {
-		switch det.Reason {
-		case ReasonHandWrittenSidecar:
-			warn("left unchanged: " + det.Why + "; remove it to let the injector manage the sidecar")
-		case ReasonContainerNotFound, ReasonHostNetwork: // meant to be integrated, and is not
-			warn("not injected: " + det.Why)
+		if format, ok := mustAct[det.Reason]; ok {
+			say(&res.Warnings, fmt.Sprintf(format, det.Why))
 		}
 		res.Action, res.Reason = Skipped, det.Reason
 		res.Message = fmt.Sprintf("%s not injected: %s", ref, det.Why)
 		return res
 	}
 	if !det.Inject() { // injected before, not any more: remove it for good
-		t := d.Spec.Template.DeepCopy()
-		for _, v := range strip(t, old, true) {
-			warn(fmt.Sprintf("kept volume %q that the injector added, because a container still mounts it", v))
+		if w.Kind() == KindPod {
+			return immutable("it carries istio-proxy but should not any more (" + det.Why + ")")
 		}
-		d.Spec.Template = *t
+		t := tmpl.DeepCopy()
+		for _, v := range strip(t, old, true) {
+			say(&res.Notices, fmt.Sprintf("kept volume %q that the injector added, because a container still mounts it", v))
+		}
+		w.SetTemplate(t)
 		res.Action, res.Reason = Injected, det.Reason
 		res.Message = fmt.Sprintf("removed %s from %s: %s", old.mode().removed(), ref, det.Why)
 		return res
 	}
 
-	st, warnings, err := injectMode(&work.Spec.Template, mode.Mode, det.Container, serviceName(d), cfg)
-	warn(warnings...)
-	if err != nil { // unreachable after Detect; reported rather than panicking
+	st, notices, err := injectMode(work, mode.Mode, det.Container, serviceName(w), cfg)
+	if err != nil { // unreachable after detect; reported rather than panicking
 		res.Action, res.Reason, res.Message = Skipped, ReasonContainerNotFound, fmt.Sprintf("%s not injected: %v", ref, err)
 		return res
+	}
+	say(&res.Notices, det.Notices...)
+	say(&res.Notices, notices...)
+	if v, ok := work.Labels[LabelIstioInject]; ok && istioWouldInject(v) && mode.Mode == ModeSidecar {
+		say(&res.Warnings, fmt.Sprintf("pod template label %s=%q makes Istio inject its own sidecar next to %s; remove the label", LabelIstioInject, v, ProxyContainerName))
 	}
 	res.Status = st
 	what := mode.Mode.describe(cfg)
 	switch {
-	case old == nil: // work is d: injected in place
+	case old == nil: // work is the template: injected in place
+		w.SetTemplate(work)
 		res.Action, res.Reason = Injected, ReasonInjected
-		res.Message = fmt.Sprintf("injected %s into %s for container %q", what, ref, det.Container)
-	case sameTemplate(&d.Spec.Template, &work.Spec.Template, old, st):
+		res.Message = fmt.Sprintf("injected %s into %s for container %q%s", what, ref, det.Container, foundBy(det))
+	case sameTemplate(tmpl, work, old, st):
 		res.Action, res.Reason = UpToDate, ReasonUpToDate
 		res.Message = fmt.Sprintf("%s in %s is up to date", what, ref)
+		res.Notices = nil
+	case w.Kind() == KindPod:
+		res.Status = nil
+		return immutable("its " + mode.Mode.removed() + " was rendered with another configuration")
 	default:
 		res.Action, res.Reason = Injected, ReasonInjected
 		res.Message = updated(old, mode.Mode, what, ref, det.Container)
-		d.Spec.Template = work.Spec.Template
+		w.SetTemplate(work)
 	}
 	if len(mode.Found) > 0 && res.Changed() {
-		warn(mode.completed(st))
+		say(&res.Notices, mode.completed(st))
 	}
 	return res
+}
+
+// foundBy says how the Emissary container was found, when its image did not say it.
+func foundBy(det Detection) string {
+	if strings.HasPrefix(det.By, "its name") {
+		return " (found by " + det.By + ")"
+	}
+	return ""
 }
 
 // sameTemplate compares semantically, with API-server defaults applied to both sides. A status
@@ -201,16 +262,16 @@ func sameEncoding(a, b *corev1.PodTemplateSpec) bool {
 }
 
 // Inject adds the sidecar, the volumes, the Emissary container's env and mount and the pod
-// annotation to t, which must not carry an earlier injection (Strip it first). deployment
-// names the Deployment (it goes into --serviceCluster). It returns the status it recorded on t
-// and warnings about conflicts.
+// annotation to t, which must not carry an earlier injection (Strip it first). workload
+// names the Deployment, DaemonSet or Pod (it goes into --serviceCluster). It returns the
+// status it recorded on t and notices about conflicts.
 //
 // Conflicts: when the user already has a volume of the same name, an env var of the same
 // name or a mount at the same path on the Emissary container, the user's entry wins: it is
 // not duplicated, not recorded in the status (so Strip never removes user data), and a
 // warning says so when it differs from what would have been injected. The seed's own YAML,
 // which carries the env vars and the mount on its aes container, therefore injects cleanly.
-func Inject(t *corev1.PodTemplateSpec, container, deployment string, cfg *Config) (*Status, []string, error) {
+func Inject(t *corev1.PodTemplateSpec, container, workload string, cfg *Config) (*Status, []string, error) {
 	spec := &t.Spec
 	ci := ContainerIndex(spec.Containers, container)
 	if ci < 0 {
@@ -221,7 +282,7 @@ func Inject(t *corev1.PodTemplateSpec, container, deployment string, cfg *Config
 	}
 	st := &Status{Version: Version, ConfigHash: cfg.modeHash(ModeSidecar), EmissaryContainer: container}
 	warnings := addEmissarySide(spec, ci, st, ProxyVolumes(), EmissaryEnv(), EmissaryMounts())
-	addProxy(spec, st, ProxyContainer(cfg, deployment), cfg)
+	addProxy(spec, st, ProxyContainer(cfg, workload), cfg)
 
 	// Istio must not inject its own proxy next to ours. A user value that already says no (in
 	// any spelling Istio accepts) is the user's and stays. One that would let Istio inject is
@@ -237,9 +298,6 @@ func Inject(t *corev1.PodTemplateSpec, container, deployment string, cfg *Config
 		}
 		t.Annotations[AnnotationIstioInject] = "false"
 		st.Annotations = append(st.Annotations, AnnotationIstioInject)
-	}
-	if v, ok := t.Labels[LabelIstioInject]; ok && istioWouldInject(v) {
-		warnings = append(warnings, fmt.Sprintf("pod template label %s=%q makes Istio inject its own sidecar next to %s; remove the label", LabelIstioInject, v, ProxyContainerName))
 	}
 	t.Annotations[AnnotationStatus] = st.String()
 	return st, warnings, nil
@@ -301,14 +359,14 @@ func indexMount(ms []corev1.VolumeMount, mountPath string) int {
 	return -1
 }
 
-func objectRef(d *appsv1.Deployment) string {
-	name := d.Name
+func objectRef(o metav1.Object) string {
+	name := o.GetName()
 	if name == "" {
-		name = d.GenerateName + "*"
+		name = o.GetGenerateName() + "*"
 	}
 	ref := name
-	if d.Namespace != "" {
-		ref = d.Namespace + "/" + name
+	if ns := o.GetNamespace(); ns != "" {
+		ref = ns + "/" + name
 	}
 	// Admission runs before validation, so a name may hold anything. Quote one that is not
 	// plain printable text: the API server drops a warning with control characters, and bidi
@@ -319,13 +377,13 @@ func objectRef(d *appsv1.Deployment) string {
 	return ref
 }
 
-// serviceName is the Deployment's name for --serviceCluster. A Deployment created with
-// generateName has no name yet at admission; its prefix is the stable part.
-func serviceName(d *appsv1.Deployment) string {
-	if d.Name != "" {
-		return d.Name
+// serviceName is the workload's name for --serviceCluster. One created with generateName
+// has no name yet at admission; its prefix is the stable part.
+func serviceName(o metav1.Object) string {
+	if n := o.GetName(); n != "" {
+		return n
 	}
-	if p := strings.TrimRight(d.GenerateName, "-"); p != "" {
+	if p := strings.TrimRight(o.GetGenerateName(), "-"); p != "" {
 		return p
 	}
 	return "emissary"

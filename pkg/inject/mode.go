@@ -168,17 +168,13 @@ func (m Mode) describe(cfg *Config) string {
 	return fmt.Sprintf("%s (%s)", ProxyContainerName, cfg.Image())
 }
 
-// hostNetworkWhy is what the chosen mode says about a hostNetwork pod: Istio's injector
-// skips them, so the workload is skipped in istio-injector mode and warned about in sidecar
-// mode.
+// hostNetworkWhy is why a hostNetwork pod is skipped in istio-injector mode, opted in or not
+// (detect skips it in sidecar mode unless opted in).
 func (c modeChoice) hostNetworkWhy() string {
-	if c.Mode == ModeIstioInjector {
-		return "it runs with hostNetwork: true, and Istio's sidecar injector does not inject such pods (its iptables rules would be the node's)"
-	}
-	return "it runs with hostNetwork: true: Istio's own injector refuses such pods, and the webhook's istio-proxy listens on the node's ports 15000, 15001, 15006, 15020 and 15090, so two such pods (or any other Istio proxy on the host network) collide on a node"
+	return "it runs with hostNetwork: true, and Istio's sidecar injector does not inject such pods (its iptables rules would be the node's)"
 }
 
-// completed is the warning for a hand-written Istio-injector setup the webhook completed.
+// completed is the notice for a hand-written Istio-injector setup the webhook completed.
 func (c modeChoice) completed(st *Status) string {
 	return fmt.Sprintf("found Emissary's Istio-injector setup (%s): completed it for Istio's own sidecar injector instead of adding the webhook's %s (set %s: %s to change that); added %s",
 		strings.Join(c.Found, ", "), ProxyContainerName, AnnotationMode, ModeSidecar, st.addedSummary())

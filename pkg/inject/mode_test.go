@@ -37,36 +37,36 @@ func TestModeSwitchRoundTrip(t *testing.T) {
 				firstCfg = native
 			}
 			t.Run(name+"/"+string(first), func(t *testing.T) {
-				original := readDeployment(t, name)
-				d := original.DeepCopy()
-				if res := Deployment(d, firstCfg); res.Action != Injected {
+				original := readWorkload(t, name)
+				w := copyWorkload(original)
+				if res := Apply(w, firstCfg); res.Action != Injected {
 					t.Fatalf("%s: %s", first, res.Message)
 				}
-				stored := roundTrip(t, d)
+				stored := roundTrip(t, w)
 
-				switched := stored.DeepCopy()
-				res := Deployment(switched, configs[second])
+				switched := copyWorkload(stored)
+				res := Apply(switched, configs[second])
 				if res.Action != Injected || !strings.HasPrefix(res.Message, "switched ") {
 					t.Fatalf("to %s: %s/%s: %s", second, res.Action, res.Reason, res.Message)
 				}
-				checkMode(t, &switched.Spec.Template, second)
+				checkMode(t, switched.Template(), second)
 
 				back := roundTrip(t, switched)
-				if res := Deployment(back, firstCfg); res.Action != Injected {
+				if res := Apply(back, firstCfg); res.Action != Injected {
 					t.Fatalf("back to %s: %s", first, res.Message)
 				}
-				if !equality.Semantic.DeepEqual(back.Spec.Template, stored.Spec.Template) {
-					t.Errorf("back to %s:\n%s\nwant:\n%s", first, toYAML(t, back.Spec.Template), toYAML(t, stored.Spec.Template))
+				if !equality.Semantic.DeepEqual(back.Template(), stored.Template()) {
+					t.Errorf("back to %s:\n%s\nwant:\n%s", first, toYAML(t, back.Template()), toYAML(t, stored.Template()))
 				}
 
-				back.Annotations = map[string]string{AnnotationInject: "false"}
-				res = Deployment(back, firstCfg)
+				back.SetAnnotations(map[string]string{AnnotationInject: "false"})
+				res = Apply(back, firstCfg)
 				if res.Reason != ReasonOptOut {
 					t.Fatalf("opt-out: %s", res.Message)
 				}
 				// (The seed's own container mounts istio-certs: that volume stays, and says so.)
-				if len(res.Warnings) == 0 && !equality.Semantic.DeepEqual(back.Spec.Template, original.Spec.Template) {
-					t.Errorf("after opt-out:\n%s\nwant:\n%s", toYAML(t, back.Spec.Template), toYAML(t, original.Spec.Template))
+				if len(res.Notices) == 0 && !equality.Semantic.DeepEqual(back.Template(), original.Template()) {
+					t.Errorf("after opt-out:\n%s\nwant:\n%s", toYAML(t, back.Template()), toYAML(t, original.Template()))
 				}
 			})
 		}
@@ -103,8 +103,8 @@ func checkMode(t *testing.T, tmpl *corev1.PodTemplateSpec, mode Mode) {
 // In istio-injector mode only the revision shapes what is written: a new proxy image or any
 // other proxy setting leaves the Deployment alone (no rollout for nothing), a revision does not.
 func TestIstioInjectorReRendersOnlyForRevision(t *testing.T) {
-	d := readDeployment(t, "helm-4x")
-	Deployment(d, mustConfig(t, "mode: istio-injector"))
+	w := readWorkload(t, "helm-4x")
+	Apply(w, mustConfig(t, "mode: istio-injector"))
 	for _, tc := range []struct {
 		yml      string
 		reRender bool
@@ -112,7 +112,7 @@ func TestIstioInjectorReRendersOnlyForRevision(t *testing.T) {
 		{"mode: istio-injector\nistioVersion: 1.28.0\nhub: gcr.io/istio-release\nproxyRunAsUser: 1337\nnativeSidecar: true", false},
 		{"mode: istio-injector\nrevision: canary", true},
 	} {
-		res := Deployment(roundTrip(t, d), mustConfig(t, tc.yml))
+		res := Apply(roundTrip(t, w), mustConfig(t, tc.yml))
 		if res.Changed() != tc.reRender {
 			t.Errorf("%q: %s: %s", tc.yml, res.Action, res.Message)
 		}

@@ -8,20 +8,19 @@ import (
 	"testing"
 
 	evanphx "github.com/evanphx/json-patch/v5"
-	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"sigs.k8s.io/yaml"
 )
 
-// patched decodes raw as the webhook does, runs DeploymentPatch and returns its patch and
-// raw with the patch applied (raw itself when there is none).
-func patched(t *testing.T, cfg *Config, raw []byte) (patch, out []byte) {
+// patched decodes raw (a kind) as the webhook does, runs WorkloadPatch and returns its patch
+// and raw with the patch applied (raw itself when there is none).
+func patched(t *testing.T, cfg *Config, kind string, raw []byte) (patch, out []byte) {
 	t.Helper()
-	d, err := DecodeDeployment(raw)
+	w, err := DecodeWorkload(kind, raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, patch, err = DeploymentPatch(d, cfg)
+	_, patch, err = WorkloadPatch(w, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,34 +50,32 @@ func readJSON(t *testing.T, file string) []byte {
 	return j
 }
 
-// TestDeploymentPatchMatchesGolden: for every golden input, the patch turns the object into
+// TestWorkloadPatchMatchesGolden: for every golden input, the patch turns the object into
 // exactly the golden output, both when it appends (a first injection) and when it replaces
 // (a re-render, a removal).
-func TestDeploymentPatchMatchesGolden(t *testing.T) {
+func TestWorkloadPatchMatchesGolden(t *testing.T) {
 	names := inputNames(t)
 	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
 			raw := readJSON(t, filepath.Join("testdata", name+".yaml"))
-			patch, out := patched(t, configFor(t, name), raw)
+			in := readWorkload(t, name)
+			patch, out := patched(t, configFor(t, name), in.Kind(), raw)
 
-			var got, want appsv1.Deployment
-			if err := json.Unmarshal(out, &got); err != nil {
+			got, err := DecodeWorkload(in.Kind(), out)
+			if err != nil {
 				t.Fatal(err)
 			}
-			if err := json.Unmarshal(readJSON(t, filepath.Join("testdata", name+".golden.yaml")), &want); err != nil {
+			want, err := DecodeWorkload(in.Kind(), readJSON(t, filepath.Join("testdata", name+".golden.yaml")))
+			if err != nil {
 				t.Fatal(err)
 			}
 			if !equality.Semantic.DeepEqual(got, want) {
 				t.Errorf("patched object differs from the golden output\npatch: %s\ngot:  %s", patch, out)
 			}
-			var in appsv1.Deployment
-			if err := json.Unmarshal(raw, &in); err != nil {
-				t.Fatal(err)
-			}
-			_, hadStatus := in.Spec.Template.Annotations[AnnotationStatus]
+			_, hadStatus := in.Template().Annotations[AnnotationStatus]
 			// A re-render or removal writes the containers whole; a first injection only appends
 			// (to them, to the init containers, or only to volumes, env and mounts).
-			if appends := !bytes.Contains(patch, []byte(`"path":"/spec/template/spec/containers",`)); len(patch) > 0 && appends == hadStatus {
+			if appends := !bytes.Contains(patch, []byte(`"path":"`+in.TemplatePath()+`/spec/containers",`)); len(patch) > 0 && appends == hadStatus {
 				t.Errorf("first injection = %t, but the patch appends = %t: %s", !hadStatus, appends, patch)
 			}
 		})
@@ -101,14 +98,14 @@ func TestDeploymentPatchKeepsUnknownFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	patch, out := patched(t, DefaultConfig(), raw)
+	patch, out := patched(t, DefaultConfig(), KindDeployment, raw)
 	if len(patch) == 0 {
 		t.Fatal("no patch")
 	}
 	if !bytes.Contains(out, []byte(`"futureField":"kept"`)) {
 		t.Errorf("unknown container field dropped; patch: %s", patch)
 	}
-	if patch, again := patched(t, DefaultConfig(), out); patch != nil || !bytes.Equal(again, out) {
+	if patch, again := patched(t, DefaultConfig(), KindDeployment, out); patch != nil || !bytes.Equal(again, out) {
 		t.Errorf("second admission changed the object: %s", patch)
 	}
 }

@@ -152,3 +152,14 @@ func deleteWhere[T any](s []T, del func(T) bool) []T {
 	}
 	return s
 }
+
+// Same reports whether s and o record the same injection, whatever the injector version:
+// what a new webhook version renders from the same configuration is the same sidecar.
+func (s *Status) Same(o *Status) bool {
+	if s == nil || o == nil {
+		return s == o
+	}
+	a, b := *s, *o
+	a.Version, b.Version = "", ""
+	return a.String() == b.String()
+}

@@ -18,24 +18,24 @@ func TestStatusString(t *testing.T) {
 // Strip undoes Inject exactly, for every golden input that can be injected.
 func TestStripUndoesInject(t *testing.T) {
 	for _, name := range inputNames(t) {
-		d := readDeployment(t, name)
-		det := Detect(d)
-		if !det.Inject() || d.Spec.Template.Annotations[AnnotationStatus] != "" {
+		w := readWorkload(t, name)
+		det := Detect(w, configFor(t, name))
+		if !det.Inject() || w.Template().Annotations[AnnotationStatus] != "" {
 			continue
 		}
 		t.Run(name, func(t *testing.T) {
-			tmpl := d.Spec.Template.DeepCopy()
-			if _, _, err := Inject(tmpl, det.Container, d.Name, configFor(t, name)); err != nil {
+			tmpl := w.Template().DeepCopy()
+			if _, _, err := Inject(tmpl, det.Container, w.GetName(), configFor(t, name)); err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := Inject(tmpl, det.Container, d.Name, DefaultConfig()); err == nil {
+			if _, _, err := Inject(tmpl, det.Container, w.GetName(), DefaultConfig()); err == nil {
 				t.Error("second Inject without Strip did not fail")
 			}
 			st, err := Strip(tmpl)
 			if err != nil || st == nil {
 				t.Fatalf("Strip: %v, %v", st, err)
 			}
-			if !equality.Semantic.DeepEqual(*tmpl, d.Spec.Template) {
+			if !equality.Semantic.DeepEqual(tmpl, w.Template()) {
 				t.Errorf("Strip(Inject(t)) != t:\n%s", toYAML(t, tmpl))
 			}
 		})

@@ -85,12 +85,36 @@ type Decision struct {
 	Service   string   // new spec.service when the port is pinned (":80" appended); "" = leave service as is
 	Reason    string   // stable, low-cardinality reason used as a metric label (Reasons)
 	Message   string   // one human sentence: what was done and why
-	Warnings  []string // user-visible: always one on a mutation; also notable skips
+	Notice    string   // user-visible, on a mutation: what was changed (said when it changes what is stored)
+	Warnings  []string // user-visible: notable skips, whether or not anything changed
 	Namespace string   // the namespace the service means, when known
 	TLS       string   // the value for spec.tls when Default: the configured TLSContext
 	// Revert: spec.tls is the webhook's (AnnotationDefaulted) but the Mapping no longer
 	// qualifies; remove spec.tls and the annotation. Never set together with Default.
 	Revert bool
+	// Unprotected: the upstream's namespace is meshed, yet the Mapping (left unchanged) sends
+	// plain text or TLS without Istio's certificate there: tls true, false or "", an
+	// http:// or https:// service, or an opt-out without tls. `webhook audit` lists it.
+	Unprotected bool
+}
+
+// Restores reports whether the Mapping d stores has the same spec.tls, spec.service and
+// defaulted-tls annotation as stored, the Mapping in the cluster before this UPDATE: the
+// webhook's part changes nothing (a client-side re-apply dropped the pinned port, and the
+// patch puts it back), so there is nothing to tell the user.
+func (d Decision) Restores(stored map[string]interface{}) bool {
+	if !d.Changed() || stored == nil {
+		return false
+	}
+	spec, _ := stored["spec"].(map[string]interface{})
+	meta, _ := stored["metadata"].(map[string]interface{})
+	annotations, _ := meta["annotations"].(map[string]interface{})
+	tls, hasTLS := spec["tls"]
+	owned, hasOwned := annotations[AnnotationDefaulted]
+	if d.Revert {
+		return !hasTLS && !hasOwned
+	}
+	return tls == d.TLS && owned == d.TLS && (d.Service == "" || spec["service"] == d.Service)
 }
 
 // Changed reports whether the decision changes the Mapping.
@@ -160,7 +184,7 @@ func decide(obj map[string]interface{}, tlsContext string, meshed func(namespace
 		if ownTLS != "" {
 			d.Revert = true
 			d.Message = fmt.Sprintf("removed spec.tls: %s that this webhook had set: ", clip(ownTLS, 200)) + fmt.Sprintf(format, args...)
-			d.Warnings = append(d.Warnings, clip(warningPrefix+d.Message, maxWarningLen-3))
+			d.Notice = clip(warningPrefix+d.Message, maxWarningLen-3)
 			return d
 		}
 		d.Message = "left unchanged: " + fmt.Sprintf(format, args...)
@@ -211,13 +235,6 @@ func decide(obj map[string]interface{}, tlsContext string, meshed func(namespace
 		ownTLS = t
 	}
 
-	if av, ok := annotations[AnnotationTLS]; ok {
-		if s, isStr := av.(string); isStr && strings.EqualFold(strings.TrimSpace(s), TLSSkip) {
-			return skip(ReasonOptOut, "the Mapping has annotation %s: %s", AnnotationTLS, TLSSkip)
-		}
-		warn("annotation %s has value %s; only %q opts out, so it is ignored", AnnotationTLS, quote(fmt.Sprint(av)), TLSSkip)
-	}
-
 	// The service, parsed early: tls-set uses it for its warnings. svcOK: a non-empty string;
 	// svcErr: Emissary (or the namespace rule) rejects it.
 	var svc string
@@ -244,10 +261,20 @@ func decide(obj map[string]interface{}, tlsContext string, meshed func(namespace
 	}
 	plainK8s := svcOK && svcErr == nil && p.Scheme == "" && k8sResolver
 
+	if av, ok := annotations[AnnotationTLS]; ok {
+		if s, isStr := av.(string); isStr && strings.EqualFold(strings.TrimSpace(s), TLSSkip) {
+			_, hasTLS := spec["tls"]
+			d.Unprotected = !hasTLS && ownTLS == "" && k8sResolver && meshedNS()
+			return skip(ReasonOptOut, "the Mapping has annotation %s: %s", AnnotationTLS, TLSSkip)
+		}
+		warn("annotation %s has value %s; only %q opts out, so it is ignored", AnnotationTLS, quote(fmt.Sprint(av)), TLSSkip)
+	}
+
 	if tv, ok := spec["tls"]; ok && tv != nil && ownTLS == "" {
 		switch t := tv.(type) {
 		case bool:
 			if plainK8s && meshedNS() {
+				d.Unprotected = true
 				if t {
 					warn("service namespace %s is meshed but tls is true: Emissary originates TLS without Istio's client certificate, which Istio mTLS rejects; use tls: %s", d.Namespace, quote(tlsContext))
 				} else {
@@ -257,6 +284,7 @@ func decide(obj map[string]interface{}, tlsContext string, meshed func(namespace
 			return skip(ReasonTLSSet, "spec.tls is already set to %t", t)
 		case string:
 			if t == "" && plainK8s && meshedNS() {
+				d.Unprotected = true
 				warn("service namespace %s is meshed but tls is empty: Emissary will send plain text, which STRICT mTLS rejects", d.Namespace)
 			}
 			return skip(ReasonTLSSet, "spec.tls is already set to %s", quote(t))
@@ -304,6 +332,7 @@ func decide(obj map[string]interface{}, tlsContext string, meshed func(namespace
 
 	if p.Scheme != "" {
 		if meshedNS() {
+			d.Unprotected = true
 			switch p.Scheme {
 			case "http":
 				warn("service namespace %s is meshed but service %s uses http://: Emissary will send plain text, which STRICT mTLS rejects; drop the scheme to get tls: %s", d.Namespace, quote(svc), quote(tlsContext))
@@ -346,12 +375,12 @@ func decide(obj map[string]interface{}, tlsContext string, meshed func(namespace
 	if !p.HasPort() {
 		d.Service = pinPort(svc, 80)
 		d.Message = fmt.Sprintf("set tls: %s and pinned service %s -> %s because namespace %s is meshed", clip(tlsContext, 200), clip(svc, 200), clip(d.Service, 200), p.Namespace)
-		warn("set spec.tls: %s and spec.service: %s (port 80, which Emissary used without tls) because namespace %s is meshed; annotate %s: %s to opt out",
-			quote(tlsContext), quote(d.Service), p.Namespace, AnnotationTLS, TLSSkip)
+		d.Notice = clip(warningPrefix+fmt.Sprintf("set spec.tls: %s and spec.service: %s (port 80, which Emissary used without tls) because namespace %s is meshed; annotate %s: %s to opt out",
+			quote(tlsContext), quote(d.Service), p.Namespace, AnnotationTLS, TLSSkip), maxWarningLen-3)
 	} else {
 		d.Message = fmt.Sprintf("set tls: %s for service %s because namespace %s is meshed", clip(tlsContext, 200), clip(svc, 200), p.Namespace)
-		warn("set spec.tls: %s for service %s because namespace %s is meshed; annotate %s: %s to opt out",
-			quote(tlsContext), quote(svc), p.Namespace, AnnotationTLS, TLSSkip)
+		d.Notice = clip(warningPrefix+fmt.Sprintf("set spec.tls: %s for service %s because namespace %s is meshed; annotate %s: %s to opt out",
+			quote(tlsContext), quote(svc), p.Namespace, AnnotationTLS, TLSSkip), maxWarningLen-3)
 	}
 	return d
 }
@@ -374,4 +403,26 @@ func jsonType(v interface{}) string {
 	default:
 		return fmt.Sprintf("%T", v)
 	}
+}
+
+// Audit reasons of a Mapping that `webhook audit` lists because the webhook would change it.
+const (
+	AuditNoTLS    = "no-tls"    // to a meshed namespace, stored without tls
+	AuditStaleTLS = "stale-tls" // the webhook's tls, but the upstream is no longer meshed
+)
+
+// Audit says whether a stored Mapping, decided as d, is not integrated: the webhook would
+// change it (AuditNoTLS, AuditStaleTLS), or it sends plain text or TLS without Istio's
+// certificate to a meshed namespace and the webhook leaves it so (d.Reason: opt-out, scheme,
+// tls-set).
+func Audit(d Decision) (reason string, found bool) {
+	switch {
+	case d.Default:
+		return AuditNoTLS, true
+	case d.Revert:
+		return AuditStaleTLS, true
+	case d.Unprotected:
+		return d.Reason, true
+	}
+	return "", false
 }

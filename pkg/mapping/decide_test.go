@@ -198,7 +198,7 @@ func TestDecide(t *testing.T) {
 		{name: "own tls, namespace left the mesh: reverted", obj: mappingObj(apiV2, "plain", specOf("service", "quote:80", "tls", "istio-upstream"), ownedBy("istio-upstream")),
 			reason: "not-meshed", revert: true, namespace: "plain", warn: "removed spec.tls"},
 		{name: "own tls, opted out: reverted", obj: mappingObj(apiV2, "default", specOf("service", "quote:80", "tls", "istio-upstream"), ownedBy("istio-upstream", AnnotationTLS, "skip")),
-			reason: "opt-out", revert: true, warn: "removed spec.tls"},
+			reason: "opt-out", revert: true, namespace: "default", warn: "removed spec.tls"},
 		{name: "own tls, namespace unknown: kept", obj: mappingObj(apiV2, "ambassador", specOf("service", "quote.nowhere:80", "tls", "istio-upstream"), ownedBy("istio-upstream")),
 			reason: "namespace-unknown", namespace: "nowhere"},
 		{name: "tls changed by the user after defaulting: theirs", obj: mappingObj(apiV2, "default", specOf("service", "quote:80", "tls", "my-ctx"), ownedBy("istio-upstream")),
@@ -235,8 +235,8 @@ func TestDecide(t *testing.T) {
 		{name: "resolver of wrong type", obj: mappingObj(apiV3alpha1, "default", specOf("service", "quote", "resolver", true), nil), reason: "bad-spec", namespace: "default"},
 
 		// Opt-out.
-		{name: "annotation skip", obj: mappingObj(apiV2, "default", specOf("service", "quote"), skipAnn), reason: "opt-out"},
-		{name: "annotation SKIP with spaces", obj: mappingObj(apiV2, "default", specOf("service", "quote"), map[string]interface{}{AnnotationTLS: " Skip "}), reason: "opt-out"},
+		{name: "annotation skip", obj: mappingObj(apiV2, "default", specOf("service", "quote"), skipAnn), reason: "opt-out", namespace: "default"},
+		{name: "annotation SKIP with spaces", obj: mappingObj(apiV2, "default", specOf("service", "quote"), map[string]interface{}{AnnotationTLS: " Skip "}), reason: "opt-out", namespace: "default"},
 
 		// Namespaces.
 		{name: "unlabelled namespace", obj: mappingObj(apiV2, "plain", specOf("service", "quote"), nil), reason: "not-meshed", namespace: "plain"},
@@ -302,7 +302,7 @@ func TestDecide(t *testing.T) {
 				t.Fatalf("Message %q: want one line", d.Message)
 			}
 			checkWarnings(t, d)
-			if c.warn != "" && !anyContains(d.Warnings, c.warn) {
+			if c.warn != "" && !anyContains(append(d.Warnings, d.Notice), c.warn) {
 				t.Fatalf("warnings %q: none contains %q", d.Warnings, c.warn)
 			}
 			if c.warn == "" && !d.Changed() && len(d.Warnings) > 0 {
@@ -368,10 +368,13 @@ func TestDecideMessages(t *testing.T) {
 
 func checkWarnings(t *testing.T, d Decision) {
 	t.Helper()
-	if d.Default && len(d.Warnings) == 0 {
-		t.Fatalf("a mutation without a warning: %+v", d)
+	if d.Changed() != (d.Notice != "") {
+		t.Fatalf("a notice %q with Changed() = %v: %+v", d.Notice, d.Changed(), d)
 	}
-	for _, w := range d.Warnings {
+	for _, w := range append(d.Warnings, d.Notice) {
+		if w == "" {
+			continue
+		}
 		if len(w) > maxWarningLen || strings.ContainsAny(w, "\r\n") || !strings.HasPrefix(w, warningPrefix) {
 			t.Fatalf("bad warning (%d bytes): %q", len(w), w)
 		}
@@ -395,7 +398,10 @@ type goldenFile struct {
 		Reason    string   `json:"reason"`
 		Namespace string   `json:"namespace,omitempty"`
 		Message   string   `json:"message"`
+		Notice    string   `json:"notice,omitempty"`
 		Warnings  []string `json:"warnings,omitempty"`
+		// Unprotected: audit lists it.
+		Unprotected bool `json:"unprotected,omitempty"`
 	} `json:"decision"`
 	Mapping map[string]interface{} `json:"mapping"`
 }
@@ -434,6 +440,7 @@ func TestGolden(t *testing.T) {
 			var g goldenFile
 			g.Decision.Default, g.Decision.Service, g.Decision.Reason = d.Default, d.Service, d.Reason
 			g.Decision.Namespace, g.Decision.Message, g.Decision.Warnings = d.Namespace, d.Message, d.Warnings
+			g.Decision.Notice, g.Decision.Unprotected = d.Notice, d.Unprotected
 			g.Mapping = after
 			got, err := yaml.Marshal(g)
 			if err != nil {

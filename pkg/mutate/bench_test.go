@@ -57,7 +57,7 @@ func floorWebhook() *admission.Webhook {
 }
 
 func benchDeploymentWebhook() *admission.Webhook {
-	return &admission.Webhook{Handler: &DeploymentHandler{Config: NewConfigHolder(inject.DefaultConfig()), Metrics: NewMetrics(nil)}}
+	return &admission.Webhook{Handler: &WorkloadHandler{Config: NewConfigHolder(inject.DefaultConfig()), Metrics: NewMetrics(nil)}}
 }
 
 func benchMappingWebhook() *admission.Webhook {

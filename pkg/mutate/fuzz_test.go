@@ -12,11 +12,9 @@ import (
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
-	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
-	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
@@ -30,16 +28,15 @@ import (
 //   - every patch applies cleanly to the request's JSON (github.com/evanphx/json-patch, the
 //     library the API server applies webhook patches with);
 //   - the patched object decodes as the same kind, and nothing outside what the webhook owns
-//     changed (spec.template for a Deployment; spec.tls, spec.service and the defaulted-tls
+//     changed (spec.template for a Deployment or DaemonSet, annotations and spec for a Pod; spec.tls, spec.service and the defaulted-tls
 //     annotation for a Mapping);
 //   - idempotency: admitting the patched object again (as an UPDATE) yields no patch;
-//   - a Deployment the injector has no reason to look at, and a Mapping whose tls the user
+//   - a workload the injector has no reason to look at, and a Mapping whose tls the user
 //     set, never change.
 // Crashers land in testdata/fuzz/<target> and run as regression tests with every `go test`.
 
 var (
-	fzDeploymentGVK = metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
-	fzMappingGVK    = metav1.GroupVersionKind{Group: "getambassador.io", Version: "v2", Kind: "Mapping"}
+	fzMappingGVK = metav1.GroupVersionKind{Group: "getambassador.io", Version: "v2", Kind: "Mapping"}
 )
 
 // fzNamespaces is the mesh the Mapping target sees: default (istio-injection) and istio-ns
@@ -113,7 +110,7 @@ func fzAdmit(t *testing.T, h admission.Handler, req admission.Request) (admissio
 	if len(resp.Patch) == 0 {
 		return resp, nil
 	}
-	if len(resp.Warnings) == 0 {
+	if len(resp.Warnings) == 0 && req.Operation == admissionv1.Create { // an UPDATE may only restore what is stored
 		t.Errorf("a mutation without a warning: %s", resp.Result.Message)
 	}
 	patch, err := jsonpatch.DecodePatch(resp.Patch)
@@ -148,36 +145,51 @@ func fzDelete(m map[string]interface{}, path ...string) {
 	delete(m, path[len(path)-1])
 }
 
-// fzEmissaryLooking reports whether anything could make the injector act on d: an Emissary
-// image, an inject annotation in either place, or an earlier injection's status.
-func fzEmissaryLooking(d *appsv1.Deployment) bool {
-	t := &d.Spec.Template
+// fzEmissaryLooking reports whether anything could make the injector act on w: an Emissary
+// image, a label of Emissary's chart, an inject annotation in either place, or an earlier
+// injection's status.
+func fzEmissaryLooking(w inject.Workload) bool {
+	t := w.Template()
 	if _, ok := t.Annotations[inject.AnnotationStatus]; ok {
 		return true
 	}
 	if _, ok := t.Annotations[inject.AnnotationInject]; ok {
 		return true
 	}
-	if _, ok := d.Annotations[inject.AnnotationInject]; ok {
+	if _, ok := w.GetAnnotations()[inject.AnnotationInject]; ok {
 		return true
 	}
+	for _, labels := range []map[string]string{w.GetLabels(), t.Labels} {
+		if labels[inject.LabelProduct] != "" || labels[inject.LabelHelmName] != "" {
+			return true
+		}
+	}
 	for _, c := range t.Spec.Containers {
-		if inject.IsEmissaryImage(c.Image) {
+		if inject.DefaultConfig().IsEmissaryImage(c.Image) {
 			return true
 		}
 	}
 	return false
 }
 
-// fzSetDeploymentKnobs writes image into the first container and the inject and status
+// fzTemplate is the pod template of obj as JSON: spec.template, or a Pod itself.
+func fzTemplate(obj map[string]interface{}, kind string) map[string]interface{} {
+	if kind == inject.KindPod {
+		return obj
+	}
+	spec, _ := obj["spec"].(map[string]interface{})
+	tmpl, _ := spec["template"].(map[string]interface{})
+	return tmpl
+}
+
+// fzSetWorkloadKnobs writes image into the first container and the inject and status
 // annotations into the pod template of doc, when given and when doc has the place for them.
-func fzSetDeploymentKnobs(doc []byte, image, injectAnn, status string) []byte {
+func fzSetWorkloadKnobs(doc []byte, kind, image, injectAnn, status string) []byte {
 	if image == "" && injectAnn == "" && status == "" {
 		return doc
 	}
 	obj := fzObject(doc)
-	spec, _ := obj["spec"].(map[string]interface{})
-	tmpl, _ := spec["template"].(map[string]interface{})
+	tmpl := fzTemplate(obj, kind)
 	if tmpl == nil {
 		return doc
 	}
@@ -210,7 +222,9 @@ func fzSetDeploymentKnobs(doc []byte, image, injectAnn, status string) []byte {
 	return out
 }
 
-func FuzzAdmitDeployment(f *testing.F) {
+// FuzzAdmitWorkload admits Deployments, DaemonSets and Pods (the kind the document names; a
+// Deployment otherwise).
+func FuzzAdmitWorkload(f *testing.F) {
 	for _, seed := range fzSeeds(f, filepath.Join("..", "inject", "testdata")) {
 		f.Add(seed, "default", "", "", "")
 	}
@@ -218,22 +232,33 @@ func FuzzAdmitDeployment(f *testing.F) {
 	f.Add([]byte(`{"spec":{"template":{"metadata":null,"spec":{"containers":[{"name":"a","image":"x/emissary:1"}],"volumes":null}}}}`), "ns", "", "", "")
 	f.Add([]byte(`{"spec":{"template":{"spec":{"containers":[{"name":"a","image":"nginx"},{"name":"b"}]}}}}`), "default", "emissary@sha256:x", "true", `{"containers":["a"],"volumes":["x"]}`)
 	f.Add([]byte(`{"spec":{"template":{"spec":{"containers":[]}}}}`), "default", "", "", "")
+	f.Add([]byte(`{"kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":"aes"}]}}`), "default", "", "", "")
+	f.Add([]byte(`{"kind":"DaemonSet","metadata":{"labels":{"product":"aes"}},"spec":{"template":{"spec":{"containers":[{"name":"emissary-ingress","image":"x"}]}}}}`), "default", "", "", "")
 	f.Add([]byte(`null`), "default", "", "", "")
 	f.Add([]byte(`[]`), "default", "", "", "")
 
-	h := &DeploymentHandler{Config: NewConfigHolder(inject.DefaultConfig()), Metrics: NewMetrics(nil)}
+	gvks := map[string]metav1.GroupVersionKind{
+		inject.KindDeployment: {Group: "apps", Version: "v1", Kind: "Deployment"},
+		inject.KindDaemonSet:  {Group: "apps", Version: "v1", Kind: "DaemonSet"},
+		inject.KindPod:        {Version: "v1", Kind: "Pod"},
+	}
+	h := &WorkloadHandler{Config: NewConfigHolder(inject.DefaultConfig()), Metrics: NewMetrics(nil)}
 	f.Fuzz(func(t *testing.T, doc []byte, ns, image, injectAnn, status string) {
+		kind := inject.KindDeployment
+		if k, _ := fzObject(doc)["kind"].(string); k == inject.KindDaemonSet || k == inject.KindPod {
+			kind = k
+		}
 		// The knobs steer the fuzzer to the decisions (image, opt-in, an earlier injection)
 		// without having to find them byte by byte; the document stays as it was otherwise.
-		doc = fzSetDeploymentKnobs(doc, image, injectAnn, status)
-		resp, patched := fzAdmit(t, h, fzRequest(fzDeploymentGVK, admissionv1.Create, ns, doc, nil))
+		doc = fzSetWorkloadKnobs(doc, kind, image, injectAnn, status)
+		resp, patched := fzAdmit(t, h, fzRequest(gvks[kind], admissionv1.Create, ns, doc, nil))
 
 		// Decoded as the API server decodes (case-sensitive field names).
-		var in appsv1.Deployment
-		decodes := kjson.UnmarshalCaseSensitivePreserveInts(doc, &in) == nil
+		in, err := inject.DecodeWorkload(kind, doc)
+		decodes := err == nil
 		if !resp.Allowed {
 			if decodes && len(doc) > 0 && string(doc) != "null" {
-				t.Fatalf("rejected a valid Deployment: %s\ninput: %s", resp.Result.Message, doc)
+				t.Fatalf("rejected a valid %s: %s\ninput: %s", kind, resp.Result.Message, doc)
 			}
 			return
 		}
@@ -241,17 +266,17 @@ func FuzzAdmitDeployment(f *testing.F) {
 			return
 		}
 		if !decodes {
-			t.Fatalf("patched an object that is not a Deployment: %s", doc)
+			t.Fatalf("patched an object that is not a %s: %s", kind, doc)
 		}
-		if !fzEmissaryLooking(&in) {
-			t.Fatalf("changed a Deployment that is not Emissary: %s\npatch: %s", doc, resp.Patch)
+		if !fzEmissaryLooking(in) {
+			t.Fatalf("changed a %s that is not Emissary: %s\npatch: %s", kind, doc, resp.Patch)
 		}
 
-		// The patched object is a Deployment of the same apiVersion and kind, and only its pod
-		// template changed.
-		var out appsv1.Deployment
-		if err := kjson.UnmarshalCaseSensitivePreserveInts(patched, &out); err != nil {
-			t.Fatalf("patched object is not a Deployment: %v\n%s", err, patched)
+		// The patched object is a workload of the same apiVersion and kind, and only its pod
+		// template changed (a Pod's annotations and spec).
+		out, err := inject.DecodeWorkload(kind, patched)
+		if err != nil {
+			t.Fatalf("patched object is not a %s: %v\n%s", kind, err, patched)
 		}
 		before, after := fzObject(doc), fzObject(patched)
 		if before == nil || after == nil {
@@ -260,17 +285,23 @@ func FuzzAdmitDeployment(f *testing.F) {
 		if before["apiVersion"] != after["apiVersion"] || before["kind"] != after["kind"] {
 			t.Fatalf("type changed: %v/%v -> %v/%v", before["apiVersion"], before["kind"], after["apiVersion"], after["kind"])
 		}
-		fzDelete(before, "spec", "template")
-		fzDelete(after, "spec", "template")
-		if !reflect.DeepEqual(before, after) {
-			t.Fatalf("changed outside spec.template:\ninput:   %s\npatched: %s", doc, patched)
+		for _, m := range []map[string]interface{}{before, after} {
+			if kind == inject.KindPod {
+				fzDelete(m, "spec")
+				fzDelete(m, "metadata", "annotations")
+			} else {
+				fzDelete(m, "spec", "template")
+			}
 		}
-		if len(out.Spec.Template.Spec.Containers) == 0 {
+		if !reflect.DeepEqual(before, after) {
+			t.Fatalf("changed outside the pod template:\ninput:   %s\npatched: %s", doc, patched)
+		}
+		if len(out.Template().Spec.Containers) == 0 {
 			t.Fatalf("patched template has no containers: %s", patched)
 		}
 
 		// Admitting what would be stored again changes nothing.
-		again, twice := fzAdmit(t, h, fzRequest(fzDeploymentGVK, admissionv1.Update, ns, patched, doc))
+		again, twice := fzAdmit(t, h, fzRequest(gvks[kind], admissionv1.Update, ns, patched, doc))
 		if !again.Allowed || twice != nil {
 			t.Fatalf("not idempotent: second admission allowed=%v patch=%s (%s)\ninput:   %s\npatched: %s",
 				again.Allowed, again.Patch, again.Result.Message, doc, patched)

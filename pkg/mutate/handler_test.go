@@ -11,7 +11,6 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
-	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -45,6 +44,8 @@ func review(t *testing.T, op admissionv1.Operation, kind metav1.GroupVersionKind
 
 var (
 	deploymentGVK = metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
+	daemonSetGVK  = metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "DaemonSet"}
+	podGVK        = metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}
 	mappingV2GVK  = metav1.GroupVersionKind{Group: "getambassador.io", Version: "v2", Kind: "Mapping"}
 )
 
@@ -88,45 +89,60 @@ func sameJSON(t *testing.T, a, b []byte) bool {
 	return string(xs) == string(ys)
 }
 
-// sameDeployment compares two Deployments (JSON or YAML) as typed objects, so that what
+// sameWorkload compares two workloads of kind (JSON or YAML) as typed objects, so that what
 // typed encoding adds (status: {}, resources: {}) does not count.
-func sameDeployment(t *testing.T, a, b []byte) bool {
+func sameWorkload(t *testing.T, kind string, a, b []byte) bool {
 	t.Helper()
-	var x, y appsv1.Deployment
-	if err := yaml.Unmarshal(a, &x); err != nil {
+	x, err := yaml.YAMLToJSON(a)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := yaml.Unmarshal(b, &y); err != nil {
+	y, err := yaml.YAMLToJSON(b)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return equality.Semantic.DeepEqual(x, y)
+	wx, err := inject.DecodeWorkload(kind, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wy, err := inject.DecodeWorkload(kind, y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return equality.Semantic.DeepEqual(wx, wy)
 }
 
-// TestDeploymentHandler: the patch the handler answers with turns the request into exactly
-// the golden output of pkg/inject (one code path), and the patched object admitted again
-// gets no patch.
-func TestDeploymentHandler(t *testing.T) {
+// TestWorkloadHandler: the patch the handler answers with turns the request into exactly
+// the golden output of pkg/inject (one code path), for every kind, and the patched object
+// admitted again gets no patch.
+func TestWorkloadHandler(t *testing.T) {
 	testdata := filepath.Join("..", "inject", "testdata")
 	cases := []struct {
 		input       string
+		gvk         metav1.GroupVersionKind
 		wantPatch   bool
 		wantWarning string // substring of some warning
 		reason      string
 	}{
-		{"seed-without-proxy", true, "injected istio-proxy", inject.ReasonInjected},
-		{"emissary-3x", true, "injected istio-proxy", inject.ReasonInjected},
-		{"helm-4x", true, "injected istio-proxy", inject.ReasonInjected},
-		{"already-injected-old-version", true, "updated istio-proxy", inject.ReasonInjected},
-		{"opt-out-after-injection", true, "removed istio-proxy", inject.ReasonOptOut},
-		{"seed-hand-written", false, "hand-written integration", inject.ReasonHandWrittenSidecar},
-		{"non-emissary", false, "", inject.ReasonNotEmissary},
-		{"opt-out", false, "", inject.ReasonOptOut},
+		{"seed-without-proxy", deploymentGVK, true, "injected istio-proxy", inject.ReasonInjected},
+		{"emissary-3x", deploymentGVK, true, "injected istio-proxy", inject.ReasonInjected},
+		{"helm-4x", deploymentGVK, true, "injected istio-proxy", inject.ReasonInjected},
+		{"already-injected-old-version", deploymentGVK, true, "updated istio-proxy", inject.ReasonInjected},
+		{"opt-out-after-injection", deploymentGVK, true, "removed istio-proxy", inject.ReasonOptOut},
+		{"seed-hand-written", deploymentGVK, false, "hand-written integration", inject.ReasonHandWrittenSidecar},
+		{"non-emissary", deploymentGVK, false, "", inject.ReasonNotEmissary},
+		{"opt-out", deploymentGVK, false, "", inject.ReasonOptOut},
+		{"apiext-3x", deploymentGVK, false, "", string(inject.RoleAPIExt)},
+		{"chart-daemonset", daemonSetGVK, true, "injected istio-proxy", inject.ReasonInjected},
+		{"chart-host-network", daemonSetGVK, false, "hostNetwork", inject.ReasonHostNetwork},
+		{"chart-bare-pod", podGVK, true, "injected istio-proxy", inject.ReasonInjected},
+		{"replicaset-pod", podGVK, false, "", inject.ReasonOwnedPod},
 	}
 	for _, c := range cases {
 		t.Run(c.input, func(t *testing.T) {
 			metrics := NewMetrics(nil)
-			h := &DeploymentHandler{Config: NewConfigHolder(inject.DefaultConfig()), Metrics: metrics}
-			req := review(t, admissionv1.Create, deploymentGVK, filepath.Join(testdata, c.input+".yaml"))
+			h := &WorkloadHandler{Config: NewConfigHolder(inject.DefaultConfig()), Metrics: metrics}
+			req := review(t, admissionv1.Create, c.gvk, filepath.Join(testdata, c.input+".yaml"))
 			resp, out := admit(t, h, req)
 			if !resp.Allowed {
 				t.Fatalf("denied: %+v", resp.Result)
@@ -138,22 +154,95 @@ func TestDeploymentHandler(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !sameDeployment(t, out, golden) {
+			if !sameWorkload(t, c.gvk.Kind, out, golden) {
 				t.Errorf("patched object differs from %s.golden.yaml:\n%s", c.input, out)
 			}
 			if c.wantWarning != "" && !strings.Contains(strings.Join(resp.Warnings, "\n"), c.wantWarning) {
 				t.Errorf("warnings %q do not mention %q", resp.Warnings, c.wantWarning)
 			}
 			action := map[bool]string{true: actionMutated, false: actionSkipped}[c.wantPatch]
-			if n := testutil.ToFloat64(metrics.admissions.WithLabelValues(kindDeployment, action, c.reason)); n != 1 {
-				t.Errorf("admissions{%s,%s,%s} = %v, want 1", kindDeployment, action, c.reason, n)
+			if n := testutil.ToFloat64(metrics.admissions.WithLabelValues(c.gvk.Kind, action, c.reason)); n != 1 {
+				t.Errorf("admissions{%s,%s,%s} = %v, want 1", c.gvk.Kind, action, c.reason, n)
 			}
 
 			// The stored object, admitted again (an UPDATE that re-applies it): no patch.
 			again := req
-			again.Operation, again.Object.Raw = admissionv1.Update, out
+			again.Operation, again.Object.Raw, again.OldObject.Raw = admissionv1.Update, out, out
 			if resp2, _ := admit(t, h, again); len(resp2.Patch) != 0 {
 				t.Errorf("second admission patched again: %s", resp2.Patch)
+			}
+		})
+	}
+}
+
+// TestReapplyIsSilent: an UPDATE whose patch only puts back what is stored (a server-side
+// apply of the original file drops the fields the webhook added; a client-side one resets
+// the pinned service) is answered with that patch and no warning, and counted as unchanged;
+// one that changes what is stored says so.
+func TestReapplyIsSilent(t *testing.T) {
+	testdata := filepath.Join("..", "inject", "testdata")
+	metrics := NewMetrics(nil)
+	cfg := NewConfigHolder(inject.DefaultConfig())
+	workloads := &WorkloadHandler{Config: cfg, Metrics: metrics}
+	mappings := &MappingHandler{Config: cfg, Metrics: metrics, Namespaces: mapping.StaticNamespaces{"default": {"istio-injection": "enabled"}}}
+	raw := func(file string) []byte {
+		return review(t, admissionv1.Create, deploymentGVK, file).Object.Raw
+	}
+	update := func(gvk metav1.GroupVersionKind, object, old []byte) admission.Request {
+		req := review(t, admissionv1.Update, gvk, string(object)+"\n")
+		req.OldObject.Raw = old
+		return req
+	}
+	const (
+		mappingIn     = "apiVersion: getambassador.io/v2\nkind: Mapping\nmetadata:\n  name: m\n  namespace: default\n  annotations:\n    emissary-istio.io/defaulted-tls: istio-upstream\nspec:\n  service: quote\n  tls: istio-upstream\n"
+		mappingStored = "apiVersion: getambassador.io/v2\nkind: Mapping\nmetadata:\n  name: m\n  namespace: default\n  annotations:\n    emissary-istio.io/defaulted-tls: istio-upstream\nspec:\n  service: quote:80\n  tls: istio-upstream\n"
+		mappingOld    = "apiVersion: getambassador.io/v2\nkind: Mapping\nmetadata:\n  name: m\n  namespace: default\nspec:\n  service: quote\n"
+	)
+	toJSON := func(y string) []byte {
+		j, err := yaml.YAMLToJSON([]byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	for _, c := range []struct {
+		name      string
+		h         admission.Handler
+		req       admission.Request
+		kind      string
+		silent    bool
+		reason    string
+		mentioned string
+	}{
+		{"Deployment, server-side re-apply", workloads, update(deploymentGVK, raw(filepath.Join(testdata, "seed-without-proxy.yaml")), raw(filepath.Join(testdata, "seed-without-proxy.golden.yaml"))),
+			kindDeployment, true, inject.ReasonUpToDate, ""},
+		{"DaemonSet, server-side re-apply", workloads, update(daemonSetGVK, raw(filepath.Join(testdata, "chart-daemonset.yaml")), raw(filepath.Join(testdata, "chart-daemonset.golden.yaml"))),
+			inject.KindDaemonSet, true, inject.ReasonUpToDate, ""},
+		{"Deployment, stored with an older sidecar", workloads, update(deploymentGVK, raw(filepath.Join(testdata, "seed-without-proxy.yaml")), raw(filepath.Join(testdata, "already-injected-old-version.yaml"))),
+			kindDeployment, false, inject.ReasonInjected, "injected istio-proxy"},
+		{"Mapping, client-side re-apply", mappings, update(mappingV2GVK, toJSON(mappingIn), toJSON(mappingStored)),
+			kindMapping, true, mapping.ReasonUpToDate, ""},
+		{"Mapping, stored without tls", mappings, update(mappingV2GVK, toJSON(mappingIn), toJSON(mappingOld)),
+			kindMapping, false, mapping.ReasonDefaulted, "set spec.tls"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			action := actionUnchanged
+			if !c.silent {
+				action = actionMutated
+			}
+			before := testutil.ToFloat64(metrics.admissions.WithLabelValues(c.kind, action, c.reason))
+			resp, _ := admit(t, c.h, c.req)
+			if len(resp.Patch) == 0 {
+				t.Fatal("no patch: the request lacks what the webhook adds")
+			}
+			if c.silent && len(resp.Warnings) > 0 {
+				t.Errorf("warnings %q for an update that changes nothing stored", resp.Warnings)
+			}
+			if !c.silent && !strings.Contains(strings.Join(resp.Warnings, "\n"), c.mentioned) {
+				t.Errorf("warnings %q do not mention %q", resp.Warnings, c.mentioned)
+			}
+			if n := testutil.ToFloat64(metrics.admissions.WithLabelValues(c.kind, action, c.reason)) - before; n != 1 {
+				t.Errorf("admissions{%s,%s,%s} += %v, want 1", c.kind, action, c.reason, n)
 			}
 		})
 	}
@@ -221,7 +310,7 @@ func TestMappingHandler(t *testing.T) {
 func TestHandlersPassThrough(t *testing.T) {
 	cfg := NewConfigHolder(inject.DefaultConfig())
 	handlers := map[string]admission.Handler{
-		"deployment": &DeploymentHandler{Config: cfg, Metrics: NewMetrics(nil)},
+		"deployment": &WorkloadHandler{Config: cfg, Metrics: NewMetrics(nil)},
 		"mapping":    &MappingHandler{Config: cfg, Namespaces: mapping.StaticNamespaces{}, Metrics: NewMetrics(nil)},
 	}
 	kinds := map[string]metav1.GroupVersionKind{"deployment": deploymentGVK, "mapping": mappingV2GVK}
@@ -236,7 +325,7 @@ func TestHandlersPassThrough(t *testing.T) {
 	}{
 		{"delete", admissionv1.Delete, nil, `{}`, true, 200, "operation DELETE is not mutated"},
 		{"connect", admissionv1.Connect, nil, `{}`, true, 200, "operation CONNECT is not mutated"},
-		{"wrong kind", admissionv1.Create, &metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}, `{}`, true, 200, "this webhook handles"},
+		{"wrong kind", admissionv1.Create, &metav1.GroupVersionKind{Version: "v1", Kind: "Service"}, `{}`, true, 200, "this webhook handles"},
 		{"no object", admissionv1.Create, nil, ``, false, 400, "request.object is empty"},
 		{"not JSON", admissionv1.Create, nil, `{"spec": [`, false, 400, "request.object is not a valid"},
 		{"spec of the wrong type", admissionv1.Create, nil, `{"spec": "x"}`, false, 400, "request.object is not a valid"},

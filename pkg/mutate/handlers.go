@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -16,8 +18,11 @@ import (
 )
 
 // Paths the handlers are served on; the MutatingWebhookConfiguration names them.
+// DeploymentPath serves DaemonSets too: it keeps the path of the configuration that only
+// sent Deployments, so that a rolling upgrade never sends a replica a path it does not serve.
 const (
 	DeploymentPath = "/mutate-deployments"
+	PodPath        = "/mutate-pods"
 	MappingPath    = "/mutate-mappings"
 )
 
@@ -38,61 +43,137 @@ func (h *ConfigHolder) Load() *inject.Config { return h.p.Load() }
 // Store replaces the configuration.
 func (h *ConfigHolder) Store(cfg *inject.Config) { h.p.Store(cfg) }
 
-var deploymentKind = schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
+// workloadGVKs are the GroupVersionKinds the API server names the workload kinds by.
+var workloadGVKs = map[string]schema.GroupVersionKind{
+	inject.KindDeployment: {Group: "apps", Version: "v1", Kind: "Deployment"},
+	inject.KindDaemonSet:  {Group: "apps", Version: "v1", Kind: "DaemonSet"},
+	inject.KindPod:        {Version: "v1", Kind: "Pod"},
+}
 
-// DeploymentHandler injects the istio-proxy sidecar into Emissary Deployments: it answers
-// with inject.DeploymentPatch, the patch the offline `webhook inject` applies.
-type DeploymentHandler struct {
+// Kinds each path serves.
+var (
+	DeploymentPathKinds = []string{inject.KindDeployment, inject.KindDaemonSet}
+	PodPathKinds        = []string{inject.KindPod}
+)
+
+// WorkloadHandler injects the istio-proxy sidecar into Emissary's Deployments, DaemonSets
+// and bare Pods: it answers with inject.WorkloadPatch, the patch the offline `webhook
+// inject` applies.
+type WorkloadHandler struct {
 	Config  *ConfigHolder
 	Metrics *Metrics
+	// Kinds are the workload kinds it handles (inject.KindDeployment...); nil: all of them.
+	Kinds []string
+}
+
+// kind is the workload kind of a request for gvk that h handles, or "".
+func (h *WorkloadHandler) kind(gvk schema.GroupVersionKind) string {
+	for kind, g := range workloadGVKs {
+		if g == gvk && (h.Kinds == nil || slices.Contains(h.Kinds, kind)) {
+			return kind
+		}
+	}
+	return ""
+}
+
+// handles names the kinds h handles, for messages.
+func (h *WorkloadHandler) handles() string {
+	kinds := h.Kinds
+	if kinds == nil {
+		kinds = []string{inject.KindDeployment, inject.KindDaemonSet, inject.KindPod}
+	}
+	names := make([]string, len(kinds))
+	for i, k := range kinds {
+		names[i] = apiVersionKind(k)
+	}
+	return strings.Join(names, " or ")
+}
+
+// apiVersionKind is "apps/v1 Deployment" for inject.KindDeployment.
+func apiVersionKind(kind string) string {
+	g := workloadGVKs[kind]
+	return strings.TrimPrefix(g.Group+"/"+g.Version, "/") + " " + g.Kind
 }
 
 // Handle implements admission.Handler.
-func (h *DeploymentHandler) Handle(ctx context.Context, req admission.Request) admission.Response {
+func (h *WorkloadHandler) Handle(ctx context.Context, req admission.Request) admission.Response {
 	start := time.Now()
-	if resp, done := h.precheck(req, start); done {
+	kind := h.kind(gvk(req))
+	known := kind != ""
+	if !known {
+		kind = inject.KindDeployment // the metric label of what this handler was not sent for
+		if h.Kinds != nil {
+			kind = h.Kinds[0]
+		}
+	}
+	if resp, done := precheck(req, known, h.handles(), kind, h.Metrics, start); done {
 		return resp
 	}
-	d, err := inject.DecodeDeployment(req.Object.Raw)
+	w, err := inject.DecodeWorkload(kind, req.Object.Raw)
 	if err != nil {
-		h.Metrics.failed(kindDeployment, "decode", start)
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("request.object is not a valid apps/v1 Deployment: %w", err))
+		h.Metrics.failed(kind, "decode", start)
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("request.object is not a valid %s: %w", apiVersionKind(kind), err))
 	}
-	if d.Namespace == "" {
-		d.Namespace = req.Namespace
+	if w.GetNamespace() == "" {
+		w.SetNamespace(req.Namespace)
 	}
-	res, patch, err := inject.DeploymentPatch(d, h.Config.Load())
-	logf.FromContext(ctx).Info(res.Message, "kind", kindDeployment, "uid", req.UID,
-		"action", res.Action, "reason", res.Reason, "dryRun", isDryRun(req))
+	res, patch, err := inject.WorkloadPatch(w, h.Config.Load())
 	if err != nil { // cannot happen: the API types always marshal
-		h.Metrics.failed(kindDeployment, "patch", start)
+		h.Metrics.failed(kind, "patch", start)
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("encoding the patch: %w", err))
 	}
-
-	switch res.Action {
-	case inject.Injected:
-		h.Metrics.observe(kindDeployment, actionMutated, res.Reason, start)
-		resp := patchedResponse(res.Message, patch)
-		resp.Warnings = append([]string{res.Message}, res.Warnings...)
-		return resp
-	case inject.UpToDate:
-		h.Metrics.observe(kindDeployment, actionUnchanged, res.Reason, start)
-	default:
-		h.Metrics.observe(kindDeployment, actionSkipped, res.Reason, start)
+	action := map[inject.Action]string{inject.Injected: actionMutated, inject.UpToDate: actionUnchanged}[res.Action]
+	if action == "" {
+		action = actionSkipped
 	}
-	resp := admission.Allowed(res.Message)
-	resp.Warnings = res.Warnings
+	warnings := res.Warnings
+	if patch != nil {
+		warnings = append(append([]string{res.Message}, res.Notices...), res.Warnings...)
+		// An UPDATE that gets back what is stored already (a server-side apply drops the
+		// fields the webhook added in an earlier apply of the same manager, and the patch
+		// puts them back) changes nothing for the user: no notice, no "mutated".
+		if restores(req, kind, res) {
+			action, res.Reason = actionUnchanged, inject.ReasonUpToDate
+			res.Message = fmt.Sprintf("%s (%s) in %s %s is up to date: the patch restores what the webhook stored", inject.ProxyContainerName, h.Config.Load().Image(), kind, w.GetName())
+			warnings = res.Warnings
+		}
+	}
+	logf.FromContext(ctx).Info(res.Message, "kind", kind, "uid", req.UID,
+		"action", action, "reason", res.Reason, "dryRun", isDryRun(req))
+	h.Metrics.observe(kind, action, res.Reason, start)
+	var resp admission.Response
+	if patch != nil {
+		resp = patchedResponse(res.Message, patch)
+	} else {
+		resp = admission.Allowed(res.Message)
+	}
+	resp.Warnings = warnings
 	return resp
 }
 
-func (h *DeploymentHandler) precheck(req admission.Request, start time.Time) (admission.Response, bool) {
-	return precheck(req, deploymentKind, kindDeployment, h.Metrics, start)
+// restores reports whether req is an UPDATE of an object whose stored pod template already
+// carries the very injection res made (the same status, whatever the injector version).
+func restores(req admission.Request, kind string, res inject.Result) bool {
+	if req.Operation != admissionv1.Update || len(req.OldObject.Raw) == 0 || res.Status == nil {
+		return false
+	}
+	old, err := inject.DecodeWorkload(kind, req.OldObject.Raw)
+	if err != nil {
+		return false
+	}
+	st, err := inject.ParseStatus(old.Template())
+	return err == nil && st.Same(res.Status)
 }
 
-// precheck answers what neither handler acts on: operations other than CREATE and UPDATE
-// (the webhook configuration never sends them, a hand-made request might) and objects of
-// another kind. Both are allowed unchanged, with a message saying why.
-func precheck(req admission.Request, want schema.GroupVersionKind, kind string, m *Metrics, start time.Time) (admission.Response, bool) {
+func gvk(req admission.Request) schema.GroupVersionKind {
+	return schema.GroupVersionKind{Group: req.Kind.Group, Version: req.Kind.Version, Kind: req.Kind.Kind}
+}
+
+// precheck answers what no handler acts on: operations other than CREATE and UPDATE (the
+// webhook configuration never sends them, a hand-made request might) and objects of a kind
+// the handler does not handle (known false; handles names them). Both are allowed unchanged,
+// with a message saying why.
+func precheck(req admission.Request, known bool, handles, kind string, m *Metrics, start time.Time) (admission.Response, bool) {
 	// A review without "request" decodes to an empty request: say that, not "operation  is
 	// not mutated".
 	if req.Operation == "" {
@@ -106,10 +187,9 @@ func precheck(req admission.Request, want schema.GroupVersionKind, kind string, 
 		m.observe(kind, actionSkipped, "operation", start)
 		return admission.Allowed(fmt.Sprintf("operation %s is not mutated", req.Operation)), true
 	}
-	got := schema.GroupVersionKind{Group: req.Kind.Group, Version: req.Kind.Version, Kind: req.Kind.Kind}
-	if got.Group != want.Group || got.Kind != want.Kind || (want.Version != "" && got.Version != want.Version) {
+	if !known {
 		m.observe(kind, actionSkipped, "wrong-kind", start)
-		return admission.Allowed(fmt.Sprintf("this webhook handles %s, not %s", want, got)), true
+		return admission.Allowed(fmt.Sprintf("this webhook handles %s, not %s", handles, gvk(req))), true
 	}
 	if len(req.Object.Raw) == 0 {
 		m.failed(kind, "no-object", start)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -29,7 +30,9 @@ type MappingHandler struct {
 // Handle implements admission.Handler.
 func (h *MappingHandler) Handle(ctx context.Context, req admission.Request) admission.Response {
 	start := time.Now()
-	if resp, done := precheck(req, mappingKind, kindMapping, h.Metrics, start); done {
+	got := gvk(req)
+	known := got.Group == mappingKind.Group && got.Kind == mappingKind.Kind
+	if resp, done := precheck(req, known, mappingKind.String(), kindMapping, h.Metrics, start); done {
 		return resp
 	}
 	obj, err := mapping.Decode(req.Object.Raw)
@@ -67,8 +70,27 @@ func (h *MappingHandler) Handle(ctx context.Context, req admission.Request) admi
 		resp.Warnings = dec.Warnings
 		return resp
 	}
-	h.Metrics.observe(kindMapping, actionMutated, dec.Reason, start)
 	resp := patchedResponse(dec.Message, patch)
-	resp.Warnings = dec.Warnings
+	// An UPDATE that gets back what is stored (a client-side re-apply of the original file
+	// resets the pinned service, and the patch pins it again) changes nothing for the user.
+	if req.Operation == admissionv1.Update && dec.Restores(storedMapping(req)) {
+		h.Metrics.observe(kindMapping, actionUnchanged, mapping.ReasonUpToDate, start)
+		resp.Warnings = dec.Warnings
+		return resp
+	}
+	h.Metrics.observe(kindMapping, actionMutated, dec.Reason, start)
+	resp.Warnings = append([]string{dec.Notice}, dec.Warnings...)
 	return resp
+}
+
+// storedMapping is the UPDATE's old object, or nil.
+func storedMapping(req admission.Request) map[string]interface{} {
+	if len(req.OldObject.Raw) == 0 {
+		return nil
+	}
+	old, err := mapping.Decode(req.OldObject.Raw)
+	if err != nil {
+		return nil
+	}
+	return old
 }

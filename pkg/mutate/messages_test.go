@@ -24,7 +24,8 @@ func TestEveryAnswerSaysWhy(t *testing.T) {
 	metrics := NewMetrics(nil)
 	cfg := NewConfigHolder(inject.DefaultConfig())
 	servers := map[string]http.Handler{
-		DeploymentPath: postOnly(&admission.Webhook{Handler: &DeploymentHandler{Config: cfg, Metrics: metrics}}),
+		DeploymentPath: postOnly(&admission.Webhook{Handler: &WorkloadHandler{Config: cfg, Metrics: metrics}}),
+		PodPath:        postOnly(&admission.Webhook{Handler: &WorkloadHandler{Config: cfg, Metrics: metrics}}),
 		MappingPath: postOnly(&admission.Webhook{Handler: &MappingHandler{Config: cfg, Metrics: metrics, Namespaces: mapping.StaticNamespaces{
 			"meshed": {"istio-injection": "enabled"},
 			"plain":  {},
@@ -57,6 +58,8 @@ func TestEveryAnswerSaysWhy(t *testing.T) {
 	}
 	const (
 		deploymentKind = `{"group":"apps","version":"v1","kind":"Deployment"}`
+		daemonSetKind  = `{"group":"apps","version":"v1","kind":"DaemonSet"}`
+		podKind        = `{"version":"v1","kind":"Pod"}`
 		mappingKind    = `{"group":"getambassador.io","version":"v2","kind":"Mapping"}`
 	)
 	create := func(kind, object string) string { return request("CREATE", kind, object) }
@@ -73,9 +76,19 @@ func TestEveryAnswerSaysWhy(t *testing.T) {
 		{"Deployment re-rendered", DeploymentPath, create(deploymentKind, deployment("already-injected-old-version.yaml")), true, "updated istio-proxy", "injected"},
 		{"Deployment opted out after injection", DeploymentPath, create(deploymentKind, deployment("opt-out-after-injection.yaml")), true, "removed istio-proxy", "opt-out"},
 		{"Deployment opted out", DeploymentPath, create(deploymentKind, deployment("opt-out.yaml")), false, "emissary-istio.io/inject", "opt-out"},
-		{"not Emissary", DeploymentPath, create(deploymentKind, deployment("non-emissary.yaml")), false, "no container runs an emissary", "not-emissary"},
+		{"not Emissary", DeploymentPath, create(deploymentKind, deployment("non-emissary.yaml")), false, "no container runs an image that emissaryImages", "not-emissary"},
 		{"hand-written sidecar", DeploymentPath, create(deploymentKind, deployment("seed-hand-written.yaml")), false, "istio-proxy", "hand-written-sidecar"},
 		{"container not found", DeploymentPath, create(deploymentKind, deployment("opt-in-container-not-found.yaml")), false, "does not exist", "container-not-found"},
+		{"labelled, unknown image", DeploymentPath, create(deploymentKind, deployment("chart-unknown-image.yaml")), false, "emissaryImages", "unknown-image"},
+		{"apiext", DeploymentPath, create(deploymentKind, deployment("apiext-3x.yaml")), false, "CRD conversion webhook", "apiext"},
+		{"Consul connector", DeploymentPath, create(deploymentKind, deployment("consul-connector.yaml")), false, "Consul connector", "consul-connector"},
+		{"agent", DeploymentPath, create(deploymentKind, deployment("agent-3x.yaml")), false, "Ambassador Cloud agent", "agent"},
+		{"helper", DeploymentPath, create(deploymentKind, deployment("aes-injector.yaml")), false, "aes-injector", "helper"},
+		{"DaemonSet injected", DeploymentPath, create(daemonSetKind, deployment("chart-daemonset.yaml")), true, "injected istio-proxy", "injected"},
+		{"hostNetwork", DeploymentPath, create(daemonSetKind, deployment("chart-host-network.yaml")), false, "hostNetwork", "host-network"},
+		{"bare Pod injected", PodPath, create(podKind, deployment("chart-bare-pod.yaml")), true, "injected istio-proxy", "injected"},
+		{"Pod of a ReplicaSet", PodPath, create(podKind, deployment("replicaset-pod.yaml")), false, "belongs to ReplicaSet", "owned-pod"},
+		{"Pod of an earlier configuration", PodPath, create(podKind, deployment("bare-pod-old-config.yaml")), false, "re-create", "pod-immutable"},
 
 		{"Mapping defaulted", MappingPath, create(mappingKind, mappingJSON("meshed", "", `{"service":"quote"}`)), true, "set tls: istio-upstream", "defaulted"},
 		{"Mapping up to date", MappingPath, create(mappingKind, mappingJSON("meshed", owned, `{"service":"quote:80","tls":"istio-upstream"}`)), false, "already has tls", "up-to-date"},
@@ -97,7 +110,7 @@ func TestEveryAnswerSaysWhy(t *testing.T) {
 		kind := map[string]string{DeploymentPath: deploymentKind, MappingPath: mappingKind}[path]
 		cases = append(cases, []answerCase{
 			{path + " DELETE", path, request("DELETE", kind, `{}`), false, "not mutated", "operation"},
-			{path + " wrong kind", path, create(`{"version":"v1","kind":"Pod"}`, `{}`), false, "this webhook handles", "wrong-kind"},
+			{path + " wrong kind", path, create(`{"version":"v1","kind":"Service"}`, `{}`), false, "this webhook handles", "wrong-kind"},
 			{path + " no request", path, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`, false, "has no request", "no-request"},
 			{path + " no operation", path, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u"}}`, false, "operation is empty", "no-request"},
 			{path + " no object", path, create(kind, ""), false, "request.object is empty", "no-object"},
@@ -115,10 +128,16 @@ func TestEveryAnswerSaysWhy(t *testing.T) {
 		}
 		return n
 	}
-	want := []string{
-		kindDeployment + "/" + inject.ReasonInjected, kindDeployment + "/" + inject.ReasonUpToDate,
-		kindDeployment + "/" + inject.ReasonNotEmissary, kindDeployment + "/" + inject.ReasonOptOut,
-		kindDeployment + "/" + inject.ReasonHandWrittenSidecar, kindDeployment + "/" + inject.ReasonContainerNotFound,
+	var want []string
+	for _, r := range inject.Reasons {
+		kind := kindDeployment
+		switch r {
+		case inject.ReasonOwnedPod, inject.ReasonPodImmutable:
+			kind = inject.KindPod
+		case inject.ReasonHostNetwork:
+			kind = inject.KindDaemonSet
+		}
+		want = append(want, kind+"/"+r)
 	}
 	for _, r := range mapping.Reasons {
 		want = append(want, kindMapping+"/"+r)
@@ -132,7 +151,10 @@ func TestEveryAnswerSaysWhy(t *testing.T) {
 
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			kind := map[string]string{DeploymentPath: kindDeployment, MappingPath: kindMapping}[c.path]
+			kind := map[string]string{DeploymentPath: kindDeployment, PodPath: inject.KindPod, MappingPath: kindMapping}[c.path]
+			if strings.Contains(c.body, `"kind":"DaemonSet"`) {
+				kind = inject.KindDaemonSet
+			}
 			before := answers(kind, c.reason)
 			rec := httptest.NewRecorder()
 			req := httptest.NewRequest(http.MethodPost, c.path, strings.NewReader(c.body))

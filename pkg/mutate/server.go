@@ -106,7 +106,8 @@ func (s *Server) register(m *Metrics) error {
 		return fmt.Errorf("mutate: namespace informer: %w", err)
 	}
 	hook := mgr.GetWebhookServer()
-	hook.Register(DeploymentPath, postOnly(&admission.Webhook{Handler: &DeploymentHandler{Config: s.Config, Metrics: m}}))
+	hook.Register(DeploymentPath, postOnly(&admission.Webhook{Handler: &WorkloadHandler{Config: s.Config, Metrics: m, Kinds: DeploymentPathKinds}}))
+	hook.Register(PodPath, postOnly(&admission.Webhook{Handler: &WorkloadHandler{Config: s.Config, Metrics: m, Kinds: PodPathKinds}}))
 	hook.Register(MappingPath, postOnly(&admission.Webhook{Handler: &MappingHandler{
 		Config: s.Config, Namespaces: NamespaceCache{Reader: mgr.GetCache()}, Metrics: m,
 	}}))

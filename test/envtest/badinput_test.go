@@ -214,7 +214,7 @@ func biCases() []biCase {
 			want: biBad(413, "request entity is too large; limit is 7340032 bytes", "")},
 		{name: "GET", path: dep, method: http.MethodGet, want: biWant{status: 405, msg: "method GET not allowed: POST an admission.k8s.io/v1 AdmissionReview"}},
 		{name: "PUT", path: mapping, method: http.MethodPut, body: valid, want: biWant{status: 405, msg: "method PUT not allowed"}},
-		{name: "unknown path", path: "/mutate-pods", body: valid, want: biWant{status: 404, msg: "404 page not found"}},
+		{name: "unknown path", path: "/mutate-statefulsets", body: valid, want: biWant{status: 404, msg: "404 page not found"}},
 		// controller-runtime reads any apiVersion and kind as an AdmissionReview and answers
 		// in the same apiVersion and kind: a Pod has no request; an unknown review version
 		// (the API server has none) is read like v1.
@@ -247,7 +247,7 @@ func biCases() []biCase {
 			[]byte(`{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"x"},"spec":{"template":{"spec":{"containers":{"name":"ambassador"}}}}}`))),
 			want: biBad(400, "request.object is not a valid apps/v1 Deployment", biReviewV1)},
 		{name: "wrong kind", path: dep, body: biReview(biReviewV1, biRequest("uid-pod", biPodKind, "CREATE", []byte(`{"apiVersion":"v1","kind":"Pod"}`))),
-			want: biOK("this webhook handles apps/v1, Kind=Deployment, not /v1, Kind=Pod", false)},
+			want: biOK("this webhook handles apps/v1 Deployment or apps/v1 DaemonSet, not /v1, Kind=Pod", false)},
 		{name: "Mapping sent to the Deployment path", path: dep, body: biReview(biReviewV1, biRequest("uid-cross", biMappingKind, "CREATE", seedMapping)),
 			want: biOK("not getambassador.io/v2, Kind=Mapping", false)},
 		{name: "DELETE", path: dep, body: biReview(biReviewV1, biRequest("uid-del", biDeploymentKind, "DELETE", nil)), want: biOK("operation DELETE is not mutated", false)},

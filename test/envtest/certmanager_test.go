@@ -204,7 +204,7 @@ func testCAInjector(t *testing.T, e *Env) {
 				return "the CA injector did not fill the caBundle of " + w.Name, false
 			}
 		}
-		return "", len(got.Webhooks) == 2
+		return "", len(got.Webhooks) == len(mwc.Webhooks)
 	})
 	if err := e.WaitForWebhook(30 * time.Second); err != nil {
 		t.Fatalf("after injection: %v", err)

@@ -2,6 +2,7 @@ package envtest
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -118,6 +119,36 @@ func TestInjectMeshFromCluster(t *testing.T) {
 	}
 }
 
+// auditFinding is one entry of `webhook audit -o json`.
+type auditFinding struct {
+	Kind, Namespace, Name, Reason, Message string
+}
+
+// runAudit runs `webhook audit -o json` on the test cluster and returns its findings in ns
+// and its exit status.
+func runAudit(t *testing.T, ns string) (map[string]auditFinding, int) {
+	t.Helper()
+	out, err := exec.Command(webhookBinary(t), "audit", "-o", "json", "--kubeconfig", env.Kubeconfig).Output()
+	code := 0
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	var all []auditFinding
+	if err := json.Unmarshal(out, &all); err != nil {
+		t.Fatalf("audit -o json: %v\n%s", err, out)
+	}
+	found := map[string]auditFinding{}
+	for _, f := range all {
+		if f.Namespace == ns {
+			found[f.Kind+"/"+f.Name] = f
+		}
+	}
+	return found, code
+}
+
 // TestAuditFindsUnintegratedObjects: objects stored while the webhook could not act (here:
 // created in a namespace the webhook configuration excludes, which then loses the
 // exclusion) are listed by `webhook audit`, which exits 1; once re-applied, audit is clean
@@ -141,15 +172,14 @@ func TestAuditFindsUnintegratedObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmd := exec.Command(webhookBinary(t), "audit", "--kubeconfig", env.Kubeconfig)
-	out, err := cmd.Output()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-		t.Fatalf("audit exit: %v, want status 1; output:\n%s", err, out)
+	found, code := runAudit(t, "audit")
+	if code != 1 || found["Deployment/ambassador"].Reason != "not-injected" || found["Mapping/audit-quote"].Reason != "no-tls" {
+		t.Fatalf("audit exit %d, findings %+v; want 1 with Deployment/ambassador not-injected and Mapping/audit-quote no-tls", code, found)
 	}
-	for _, want := range []string{"Deployment  audit/ambassador", "Mapping     audit/audit-quote"} {
+	out, _ := exec.Command(webhookBinary(t), "audit", "--kubeconfig", env.Kubeconfig).Output()
+	for _, want := range []string{"audit/ambassador", "audit/audit-quote", "REASON"} {
 		if !strings.Contains(string(out), want) {
-			t.Errorf("audit output lacks %q:\n%s", want, out)
+			t.Errorf("audit's table lacks %q:\n%s", want, out)
 		}
 	}
 
@@ -160,8 +190,88 @@ func TestAuditFindsUnintegratedObjects(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out, _ = exec.Command(webhookBinary(t), "audit", "--kubeconfig", env.Kubeconfig).Output()
-	if strings.Contains(string(out), "audit/") {
-		t.Errorf("audit still lists re-applied objects:\n%s", out)
+	if found, _ := runAudit(t, "audit"); len(found) > 0 {
+		t.Errorf("audit still lists re-applied objects: %+v", found)
+	}
+}
+
+// TestAuditNamesEachMiss: every way an Emissary edge (from Emissary's own chart) or a Mapping
+// to a meshed namespace can end up without the integration is listed by `webhook audit`
+// with its reason; Emissary's helpers are not. The objects are stored around the webhook (a
+// namespace it is told to leave alone), then the advice audit gives fixes one of them.
+func TestAuditNamesEachMiss(t *testing.T) {
+	const ns, mesh = "audit-misses", "audit-mesh"
+	ensureNamespace(t, ns, "emissary-istio.io/webhook=disabled")
+	ensureNamespace(t, mesh, "istio-injection=enabled")
+	apply := func(doc []byte) {
+		t.Helper()
+		if _, _, err := env.Kubectl(doc, "apply", "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Emissary's chart, as releases that each miss the integration in their own way.
+	apply(emissaryRelease(t, "ds", ns, "daemonSet=true").yaml)                                                                           // a DaemonSet stored before the webhook handled DaemonSets
+	apply(emissaryRelease(t, "pod", ns, "barePod=true").yaml)                                                                            // a bare Pod
+	apply(emissaryRelease(t, "unknown", ns, "image.repository=registry.example.com/edge-gateway", "containerNameOverride=gateway").yaml) // nothing says which container is the edge
+	apply(emissaryRelease(t, "hostnet", ns, "daemonSet=true", "hostNetwork=true").yaml)
+	apply(emissaryRelease(t, "optout", ns, "--set-string=podAnnotations.emissary-istio\\.io/inject=false").yaml)
+	// Injected with another Istio version, offline: what an Istio upgrade leaves behind.
+	dir := t.TempDir()
+	old := filepath.Join(dir, "old.yaml")
+	if err := os.WriteFile(old, []byte("apiVersion: emissary-istio.io/v1alpha1\nkind: WebhookConfig\nistioVersion: 1.27.3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stale, _ := runWebhook(t, emissaryRelease(t, "stale", ns).yaml, "inject", "--config", old, "-f", "-")
+	apply([]byte(stale))
+	// Emissary's CRD conversion webhook shares the edge's image: not a miss.
+	apiext := emissaryYAML(t, "emissary-crds.yaml", "Deployment").get(t, "Deployment", "emissary-apiext", nil)
+	apiext.SetNamespace(ns)
+	apply(toYAML(t, apiext))
+	// Mappings to the meshed namespace.
+	apply([]byte(mappingYAML("v2", ns, "no-tls", "  service: quote."+mesh+"\n") + "---\n" +
+		mappingYAML("v2", ns, "plain-http", "  service: http://quote."+mesh+"\n") + "---\n" +
+		mappingYAML("v2", ns, "tls-false", "  service: quote."+mesh+"\n  tls: false\n") + "---\n" +
+		strings.Replace(mappingYAML("v2", ns, "opted-out", "  service: quote."+mesh+"\n"), "metadata:\n", "metadata:\n  annotations:\n    emissary-istio.io/tls: skip\n", 1) + "---\n" +
+		mappingYAML("v2", ns, "not-meshed", "  service: quote."+ns+"\n")))
+
+	want := map[string]string{
+		"DaemonSet/ds-emissary-ingress":       "not-injected",
+		"Pod/pod-emissary-ingress":            "not-injected",
+		"Deployment/unknown-emissary-ingress": "unknown-image",
+		"DaemonSet/hostnet-emissary-ingress":  "host-network",
+		"Deployment/optout-emissary-ingress":  "opt-out",
+		"Deployment/stale-emissary-ingress":   "stale-config",
+		"Mapping/no-tls":                      "no-tls",
+		"Mapping/plain-http":                  "scheme",
+		"Mapping/tls-false":                   "tls-set",
+		"Mapping/opted-out":                   "opt-out",
+	}
+	found, code := runAudit(t, ns)
+	if code != 1 {
+		t.Errorf("audit exit status %d, want 1", code)
+	}
+	for key, reason := range want {
+		if f := found[key]; f.Reason != reason || f.Message == "" {
+			t.Errorf("%s: audit says %+v, want reason %s", key, f, reason)
+		}
+	}
+	for key, f := range found {
+		if _, ok := want[key]; !ok {
+			t.Errorf("audit lists %s (%s: %s), which is integrated or none of its business", key, f.Reason, f.Message)
+		}
+	}
+
+	// Its advice for the DaemonSet, with the webhook in the path again, integrates it.
+	if _, _, err := env.Kubectl(nil, "label", "namespace", ns, "emissary-istio.io/webhook-"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(found["DaemonSet/ds-emissary-ingress"].Message, "kubectl rollout restart daemonset ds-emissary-ingress -n "+ns) {
+		t.Fatalf("no rollout restart advice: %+v", found["DaemonSet/ds-emissary-ingress"])
+	}
+	if _, _, err := env.Kubectl(nil, "rollout", "restart", "daemonset", "ds-emissary-ingress", "-n", ns); err != nil {
+		t.Fatal(err)
+	}
+	if found, _ := runAudit(t, ns); found["DaemonSet/ds-emissary-ingress"].Reason != "" {
+		t.Errorf("after kubectl rollout restart, audit still lists the DaemonSet: %+v", found["DaemonSet/ds-emissary-ingress"])
 	}
 }

@@ -70,6 +70,18 @@ func drEmissary(ns, name string, finalizers ...string) string {
 	return string(b)
 }
 
+// drEmissaryPod is an Emissary Pod named name in ns, as YAML; with owner, one that
+// ReplicaSet owner created (as for an injected Deployment: it carries the status annotation).
+func drEmissaryPod(ns, name, owner string) string {
+	meta := "  name: " + name + "\n  namespace: " + ns + "\n"
+	if owner != "" {
+		meta += "  annotations:\n    emissary-istio.io/status: '{}'\n  ownerReferences:\n" +
+			"  - {apiVersion: apps/v1, kind: ReplicaSet, name: " + owner + ", uid: 5c0c6b0e-6f0b-4bd1-9a55-6b6d0f0b6e11, controller: true}\n"
+	}
+	return "apiVersion: v1\nkind: Pod\nmetadata:\n" + meta +
+		"spec:\n  containers:\n  - {name: ambassador, image: docker.io/emissaryingress/emissary:3.10.0}\n"
+}
+
 func drMapping(ns, name, specLines string) string {
 	return mappingYAML("v2", ns, name, specLines)
 }
@@ -97,7 +109,7 @@ func TestDrillWebhookOutage(t *testing.T) {
 		if err == nil {
 			t.Fatal("an Emissary Deployment was admitted while the webhook was down (failurePolicy Fail)")
 		}
-		for _, want := range []string{`failed calling webhook "deployments.emissary-istio.io"`, "connection refused"} {
+		for _, want := range []string{`failed calling webhook "workloads.emissary-istio.io"`, "connection refused"} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("kubectl error does not say %q:\n%s", want, stderr)
 			}
@@ -109,6 +121,10 @@ func TestDrillWebhookOutage(t *testing.T) {
 		if err == nil || !strings.Contains(stderr, `failed calling webhook "mappings.emissary-istio.io"`) {
 			t.Errorf("a tls-less Mapping in a meshed namespace: err %v, stderr:\n%s", err, stderr)
 		}
+		_, stderr, err = drKubectl(t, e, drEmissaryPod("outage", "bare", ""), "apply", "-f", "-")
+		if err == nil || !strings.Contains(stderr, `failed calling webhook "pods.emissary-istio.io"`) {
+			t.Errorf("a bare Emissary Pod: err %v, stderr:\n%s", err, stderr)
+		}
 
 		// Everything the webhook does not exist for keeps working.
 		for _, c := range []struct {
@@ -118,6 +134,10 @@ func TestDrillWebhookOutage(t *testing.T) {
 		}{
 			{"unrelated Deployment", "", []string{"create", "deployment", "nginx", "--image=nginx:1.27", "-n", "outage"}},
 			{"Pod in kube-system", "", []string{"run", "sys-probe", "--image=registry.k8s.io/pause:3.10", "-n", "kube-system"}},
+			{"unrelated Pod", "", []string{"run", "pause", "--image=registry.k8s.io/pause:3.10", "-n", "outage"}},
+			// The Pods of an injected Deployment's ReplicaSet never reach the webhook.
+			{"Emissary Pod of a ReplicaSet", drEmissaryPod("outage", "owned", "emissary-7d9c6b5f4"), []string{"apply", "-f", "-"}},
+			{"unrelated DaemonSet", "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent, namespace: outage}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec: {containers: [{name: agent, image: registry.k8s.io/pause:3.10}]}\n", []string{"apply", "-f", "-"}},
 			{"Emissary Deployment in kube-system", drEmissary("kube-system", "emissary"), []string{"apply", "-f", "-"}},
 			{"Emissary Deployment in an opted-out namespace", drEmissary("opted-out", "emissary"), []string{"apply", "-f", "-"}},
 			{"Mapping that sets tls", drMapping("outage", "with-tls", "  service: quote\n  tls: istio-upstream\n"), []string{"apply", "-f", "-"}},

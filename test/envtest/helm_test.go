@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -578,7 +579,7 @@ func testHelmLifecycle(t *testing.T, e *Env, cfg *inject.Config) {
 	}
 	filled := func() (string, bool) {
 		b := caBundles()
-		return fmt.Sprintf("caBundles %d bytes", len(b)), len(b) == 2 && bytes.Equal(b[0], bundle.CACert) && bytes.Equal(b[1], bundle.CACert)
+		return fmt.Sprintf("%d caBundles", len(b)), len(b) == 3 && !slices.ContainsFunc(b, func(ca []byte) bool { return !bytes.Equal(ca, bundle.CACert) })
 	}
 	eventually(t, 30*time.Second, filled)
 	stopInjector() // from here on, nothing would put a lost caBundle back
@@ -703,4 +704,81 @@ func applyEmissary(t *testing.T, e *Env, name string, cfg *inject.Config) {
 		t.Fatal(err)
 	}
 	assertInjected(t, d, cfg.Image())
+}
+
+// matchRegexps are the regular expressions of the matchConditions of mwc's workload and Pod
+// webhooks: image ones (tested on c.image) and name ones (on app.kubernetes.io/name).
+func matchRegexps(t *testing.T, mwc *admissionregistrationv1.MutatingWebhookConfiguration) (images, names []string) {
+	t.Helper()
+	call := regexp.MustCompile(`(c\.image|\['app\.kubernetes\.io/name'\])\.matches\('([^']*)'\)`)
+	for _, w := range mwc.Webhooks {
+		for _, mc := range w.MatchConditions {
+			for _, m := range call.FindAllStringSubmatch(mc.Expression, -1) {
+				if m[1] == "c.image" {
+					images = append(images, m[2])
+				} else {
+					names = append(names, m[2])
+				}
+			}
+		}
+	}
+	if len(images) != 2 || len(names) != 3 {
+		t.Fatalf("found %d image and %d name patterns in the matchConditions, want 2 and 3", len(images), len(names))
+	}
+	return images, names
+}
+
+// TestEmissaryImagesInMatchConditions: the webhook configuration sends the webhook exactly
+// the images and names the injector recognises (pkg/inject ImageRegexp and NameRegexp): the
+// kustomize one for the default emissaryImages, the chart's for config.emissaryImages,
+// whatever they are; the API server accepts the CEL of each.
+func TestEmissaryImagesInMatchConditions(t *testing.T) {
+	check := func(t *testing.T, mwc *admissionregistrationv1.MutatingWebhookConfiguration, patterns []string) {
+		t.Helper()
+		images, names := matchRegexps(t, mwc)
+		for _, got := range images {
+			if want := inject.ImageRegexp(patterns); got != want {
+				t.Errorf("image pattern %q, want %q (emissaryImages %q)", got, want, patterns)
+			}
+		}
+		for _, got := range names {
+			if want := inject.NameRegexp(patterns); got != want {
+				t.Errorf("name pattern %q, want %q (emissaryImages %q)", got, want, patterns)
+			}
+		}
+		// The API server compiles the CEL when the configuration is created (a dry run).
+		mwc = mwc.DeepCopy()
+		mwc.ResourceVersion = ""
+		if err := PointAt(mwc, env.WebhookURL, env.CABundle); err != nil {
+			t.Fatal(err)
+		}
+		mwc.Name = "cel-check"
+		if err := env.Client.Create(context.Background(), mwc, client.DryRunAll); err != nil {
+			t.Errorf("the API server refuses the matchConditions for emissaryImages %q: %v", patterns, err)
+		}
+	}
+	base := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := yaml.UnmarshalStrict([]byte(mustRead(t, filepath.Join(RepoRoot(), "manifests", "base", "mutatingwebhookconfiguration.yaml"))), base); err != nil {
+		t.Fatal(err)
+	}
+	check(t, base, inject.DefaultConfig().EmissaryImages)
+
+	h := newHelm(t, nil)
+	for _, patterns := range [][]string{
+		inject.DefaultEmissaryImages,
+		{"emissary", "mirror.example/platform/edge-*", "gw?"},
+		{},
+	} {
+		values := filepath.Join(t.TempDir(), "values.yaml")
+		b, err := yaml.Marshal(map[string]any{"config": map[string]any{"emissaryImages": patterns}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(values, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var mwc admissionregistrationv1.MutatingWebhookConfiguration
+		h.template("-f", values).get(t, "MutatingWebhookConfiguration", releaseName, &mwc)
+		check(t, &mwc, patterns)
+	}
 }

@@ -71,3 +71,41 @@ prometheus.io/scrape: "true"
 prometheus.io/port: "8080"
 prometheus.io/path: /metrics
 {{- end }}
+
+{{/*
+config.emissaryImages, or the webhook's default (pkg/inject DefaultEmissaryImages).
+*/}}
+{{- define "emissary-istio-webhook.emissaryImages" -}}
+{{- if hasKey .Values.config "emissaryImages" }}
+{{- toJson .Values.config.emissaryImages }}
+{{- else }}
+{{- toJson (list "emissary" "emissary-ingress" "ambassador" "aes" "ambassador-edge-stack") }}
+{{- end }}
+{{- end }}
+
+{{/*
+The matchConditions' regular expressions for emissaryImages: what pkg/inject ImageRegexp and
+NameRegexp compute (a test compares them). In a pattern's last path element a wildcard stops
+at ':' and '@', where a tag or a digest starts; "(a^)" matches nothing.
+*/}}
+{{- define "emissary-istio-webhook.imageRegexp" -}}
+{{- $alts := list }}
+{{- range (include "emissary-istio-webhook.emissaryImages" . | fromJsonArray) }}
+{{- $elems := splitList "/" . }}
+{{- $last := last $elems | replace "." "[.]" | replace "*" "[^/:@]*" | replace "?" "[^/:@]" }}
+{{- $init := initial $elems | join "/" | replace "." "[.]" | replace "*" "[^/]*" | replace "?" "[^/]" }}
+{{- $alts = append $alts (ternary $last (printf "%s/%s" $init $last) (eq (len $elems) 1)) }}
+{{- end }}
+{{- printf "(^|/)(%s)([:@][^/]*)?$" (ternary "a^" (join "|" $alts) (empty $alts)) }}
+{{- end }}
+
+{{- define "emissary-istio-webhook.nameRegexp" -}}
+{{- $alts := list }}
+{{- range (include "emissary-istio-webhook.emissaryImages" . | fromJsonArray) }}
+{{- $last := last (splitList "/" .) }}
+{{- if trimAll "*?" $last }}
+{{- $alts = append $alts ($last | replace "." "[.]" | replace "*" "[^/]*" | replace "?" "[^/]") }}
+{{- end }}
+{{- end }}
+{{- printf "^(%s)$" (ternary "a^" (join "|" $alts) (empty $alts)) }}
+{{- end }}
