@@ -18,15 +18,14 @@ import (
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
 )
 
-// emissaryDir is where `make emissary` put Emissary's own chart and manifests, released from
-// its Go module (the Makefile says how): charts/emissary-ingress and yaml/.
+// emissaryDir is EmissaryDir, or the test fails.
 func emissaryDir(t *testing.T) string {
 	t.Helper()
-	released, _ := filepath.Glob(filepath.Join(RepoRoot(), "bin", "emissary", "*", ".released"))
-	if len(released) != 1 {
-		t.Fatalf("Emissary's chart and manifests are not in bin/emissary (found %v): run `make emissary` (`make test` does)", released)
+	dir, err := EmissaryDir()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return filepath.Dir(released[0])
+	return dir
 }
 
 // emissaryChart renders Emissary's real Helm chart with the real helm, as release emissary
@@ -77,11 +76,12 @@ func storedWorkload(t *testing.T, kind, ns, name string) inject.Workload {
 	return w
 }
 
-// injected reports whether w's template carries the webhook's istio-proxy.
+// injected reports whether w's template carries the webhook's istio-proxy, or, in
+// istio-injector mode, the webhook's setup for Istio's own injector.
 func injected(w inject.Workload) bool {
 	t := w.Template()
 	st, err := inject.ParseStatus(t)
-	return err == nil && st != nil && inject.ContainerIndex(t.Spec.Containers, inject.ProxyContainerName) >= 0
+	return err == nil && st != nil && (inject.ContainerIndex(t.Spec.Containers, inject.ProxyContainerName) >= 0 || st.Mode == inject.ModeIstioInjector)
 }
 
 // TestEmissaryChart: Emissary's own Helm chart (3.10.0), rendered by the real helm with the
@@ -108,6 +108,10 @@ func TestEmissaryChart(t *testing.T) {
 		{"renamed-image-and-container", []string{"image.repository=registry.example.com/platform/edge-gateway", "containerNameOverride=gateway"}, inject.KindDeployment, "emissary-emissary-ingress", false, "no container runs an image in emissaryImages"},
 		{"host-network", []string{"daemonSet=true", "hostNetwork=true", "dnsPolicy=ClusterFirstWithHostNet"}, inject.KindDaemonSet, "emissary-emissary-ingress", false, "hostNetwork"},
 		{"agent", []string{"agent.enabled=true"}, inject.KindDeployment, "emissary-emissary-ingress-agent", false, ""},
+		// The values of Emissary's own Istio guide (2.x/3.x), the webhook in its default sidecar
+		// mode: completed for Istio's injector, not switched (checkGuideCompleted).
+		{"istio-guide", []string{"--values=" + EmissaryIstioGuideValues}, inject.KindDeployment, "emissary-emissary-ingress", true,
+			"found Emissary's Istio-injector setup (proxy.istio.io/config with proxyMetadata.OUTPUT_CERTS, sidecar.istio.io/userVolumeMount): completed it for Istio's own sidecar injector instead of adding the webhook's istio-proxy"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -130,6 +134,9 @@ func TestEmissaryChart(t *testing.T) {
 			}
 			if !c.inject && w.Template().Annotations[inject.AnnotationStatus] != "" {
 				t.Error("status annotation on a workload that was not injected")
+			}
+			if c.name == "istio-guide" {
+				checkGuideCompleted(t, chart, w)
 			}
 			for _, other := range chart.objects { // in the agent's case, the edge is there too
 				kind, name := other.GetKind(), other.GetName()
@@ -287,5 +294,35 @@ func TestEmissaryBarePodReapply(t *testing.T) {
 	}
 	if err := env.Client.Delete(context.Background(), again.(inject.PodWorkload).Pod, client.GracePeriodSeconds(0)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// checkGuideCompleted: the Deployment of Emissary's Istio guide is stored as the chart rendered
+// it, with nothing of the user's changed and only what was missing added (the label that
+// selects Istio's injector in any namespace), and without the webhook's istio-proxy.
+func checkGuideCompleted(t *testing.T, chart *manifests, w inject.Workload) {
+	t.Helper()
+	var rendered appsv1.Deployment
+	chart.get(t, "Deployment", "emissary-emissary-ingress", &rendered)
+	tmpl, want := w.Template(), &rendered.Spec.Template
+	st, err := inject.ParseStatus(tmpl)
+	if err != nil || st.Mode != inject.ModeIstioInjector {
+		t.Fatalf("status %+v, %v: want mode %s", st, err, inject.ModeIstioInjector)
+	}
+	if len(st.Volumes)+len(st.Env)+len(st.Mounts)+len(st.Annotations)+len(st.Containers)+len(st.InitContainers) > 0 || !slices.Equal(st.Labels, []string{inject.LabelIstioInject}) {
+		t.Errorf("added more than the label %s: %s", inject.LabelIstioInject, st)
+	}
+	if got := tmpl.Labels[inject.LabelIstioInject]; got != "true" {
+		t.Errorf("label %s=%q", inject.LabelIstioInject, got)
+	}
+	for k, v := range want.Annotations {
+		if tmpl.Annotations[k] != v {
+			t.Errorf("annotation %s is %q, the chart rendered %q", k, tmpl.Annotations[k], v)
+		}
+	}
+	if len(tmpl.Spec.Containers) != len(want.Spec.Containers) || len(tmpl.Spec.InitContainers) != len(want.Spec.InitContainers) ||
+		len(tmpl.Spec.Volumes) != len(want.Spec.Volumes) || len(tmpl.Spec.Containers[0].Env) != len(want.Spec.Containers[0].Env) ||
+		len(tmpl.Spec.Containers[0].VolumeMounts) != len(want.Spec.Containers[0].VolumeMounts) {
+		t.Errorf("the pod spec is not the chart's:\n%+v", tmpl.Spec)
 	}
 }

@@ -48,3 +48,17 @@ func ParseObjects(stream []byte) ([]*unstructured.Unstructured, error) {
 		}
 	}
 }
+
+// EmissaryDir is where `make emissary` put Emissary's own chart and manifests, released from
+// its Go module (the Makefile says how): charts/emissary-ingress and yaml/.
+func EmissaryDir() (string, error) {
+	released, _ := filepath.Glob(filepath.Join(RepoRoot(), "bin", "emissary", "*", ".released"))
+	if len(released) != 1 {
+		return "", fmt.Errorf("envtest: Emissary's chart and manifests are not in bin/emissary (found %v): run `make emissary` (`make test` does)", released)
+	}
+	return filepath.Dir(released[0]), nil
+}
+
+// EmissaryIstioGuideValues are the Helm values of Emissary's own Istio integration guide
+// (2.x/3.x) for its chart.
+var EmissaryIstioGuideValues = filepath.Join(RepoRoot(), "test", "envtest", "testdata", "emissary-istio-guide-values.yaml")

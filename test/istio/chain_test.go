@@ -3,6 +3,7 @@ package istio
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path"
 	"path/filepath"
 	"slices"
@@ -69,8 +70,9 @@ func TestDeploymentToPodChain(t *testing.T) {
 		{"istio-injector mode", "mode: istio-injector", seedFile, meshed, "default", true},
 		// No namespace label: the pod's own labels select istiod-canary's injector.
 		{"istio-injector mode revision", "mode: istio-injector\nrevision: canary", seedFile, nil, "canary", true},
-		// Emissary's own guide followed by hand, the webhook in its default mode: completed.
-		{"Emissary's guide completed", "", guideFile, meshed, "default", true},
+		// Emissary's own chart with its Istio guide's values, the webhook in its default mode:
+		// completed for Istio's injector.
+		{"Emissary's guide completed", "", emissaryGuideDeployment(t), meshed, "default", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			useConfig(t, tc.config)
@@ -94,9 +96,39 @@ func TestDeploymentToPodChain(t *testing.T) {
 	}
 }
 
-// guideFile is Emissary's Deployment as its Helm chart renders it with the values of
-// Emissary's 2.x/3.x Istio guide.
-var guideFile = filepath.Join(envtest.RepoRoot(), "pkg", "inject", "testdata", "emissary-guide-helm-values.yaml")
+// emissaryGuideDeployment renders Emissary's real chart (`make emissary`) with the real helm
+// and the values of Emissary's own Istio guide, and returns a file with its Deployment.
+func emissaryGuideDeployment(t *testing.T) string {
+	t.Helper()
+	dir, err := envtest.EmissaryDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := envtest.Helm(t.TempDir(), nil, "template", "emissary", filepath.Join(dir, "charts", "emissary-ingress"),
+		"--namespace", "emissary", "--values", envtest.EmissaryIstioGuideValues)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := envtest.ParseObjects([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o.GetKind() == "Deployment" {
+			b, err := o.MarshalJSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(t.TempDir(), "emissary.json")
+			if err := os.WriteFile(file, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return file
+		}
+	}
+	t.Fatalf("Emissary's chart rendered no Deployment:\n%s", out)
+	return ""
+}
 
 // waitForPod is the first Pod the controllers make of d, as the API server stored it.
 func waitForPod(ctx context.Context, t *testing.T, kcm *envtest.ControllerManager, d *appsv1.Deployment) *corev1.Pod {
