@@ -147,7 +147,7 @@ func Apply(w Workload, cfg *Config) Result {
 	det := detect(w, work, cfg)
 	res.Container = det.Container
 	say(&res.Warnings, det.Warnings...)
-	mode := chooseMode(w.GetAnnotations(), work, cfg)
+	mode := chooseMode(w.Kind(), w.GetAnnotations(), work, cfg)
 	if det.Inject() {
 		say(&res.Warnings, mode.Warnings...)
 	}

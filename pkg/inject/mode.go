@@ -73,15 +73,15 @@ type modeChoice struct {
 	Warnings []string
 }
 
-// chooseMode decides the mode of a workload with annotations objAnn whose pod template t
-// carries no earlier injection (it was stripped): the mode annotation (template first), else a
-// hand-written Istio-injector setup, else cfg's mode.
-func chooseMode(objAnn map[string]string, t *corev1.PodTemplateSpec, cfg *Config) modeChoice {
+// chooseMode decides the mode of a workload of kind with annotations objAnn whose pod
+// template t carries no earlier injection (it was stripped): the mode annotation (template
+// first), else a hand-written Istio-injector setup, else cfg's mode.
+func chooseMode(kind string, objAnn map[string]string, t *corev1.PodTemplateSpec, cfg *Config) modeChoice {
 	var c modeChoice
 	for _, where := range []struct {
 		what string
 		ann  map[string]string
-	}{{"pod template", t.Annotations}, {"workload", objAnn}} {
+	}{{"pod template", t.Annotations}, {kind, objAnn}} {
 		v, ok := where.ann[AnnotationMode]
 		if !ok {
 			continue
