@@ -37,9 +37,12 @@ func TestDeploymentToPodChain(t *testing.T) {
 	defer cancel()
 	// Two istiods with their injectors, as in a revision-based install: the default one, which
 	// istio-injection=enabled namespaces select, and istiod-canary, which pods select by label.
+	// Istio decides whether its proxy is a native sidecar: the default one is told not to (as
+	// on nodes older than Kubernetes 1.33), canary decides by itself (native, with no node to
+	// say otherwise), so both shapes of Istio's proxy are run.
 	istiods := map[string]*Istiod{}
-	for _, rev := range []string{"default", "canary"} {
-		d, err := StartIstiod(ctx, env, bin, filepath.Join(t.TempDir(), "istiod-"+rev), IstiodOptions{Revision: rev, Injector: true})
+	for rev, istiodEnv := range map[string][]string{"default": {"ENABLE_NATIVE_SIDECARS=false"}, "canary": nil} {
+		d, err := StartIstiod(ctx, env, bin, filepath.Join(t.TempDir(), "istiod-"+rev), IstiodOptions{Revision: rev, Injector: true, Env: istiodEnv})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -203,6 +206,9 @@ func checkIstioInjected(t *testing.T, pod *corev1.Pod, revision string) {
 	proxy := podContainer(pod, inject.ProxyContainerName)
 	native := slices.ContainsFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == inject.ProxyContainerName })
 	t.Logf("Istio injected %s (native sidecar: %v, image %s)", inject.ProxyContainerName, native, proxy.Image)
+	if native != (revision == "canary") { // see TestDeploymentToPodChain
+		t.Errorf("istiod %s made istio-proxy a native sidecar = %v", revision, native)
+	}
 
 	var proxyConfig struct {
 		ProxyMetadata map[string]string `json:"proxyMetadata"`
