@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -32,9 +33,13 @@ import (
 
 // istioInjectorVolumes, ...Env and ...Mounts are Emissary's side of the sharing. The mount is
 // read-only, as in Emissary's guide: only Istio's proxy writes there.
-func istioInjectorVolumes() []corev1.Volume { return ProxyVolumes()[:1] } // istio-certs
+func istioInjectorVolumes() []corev1.Volume {
+	return slices.DeleteFunc(ProxyVolumes(), func(v corev1.Volume) bool { return v.Name != volCerts })
+}
 
-func istioInjectorEnv() []corev1.EnvVar { return EmissaryEnv()[:1] } // AMBASSADOR_ISTIO_SECRET_DIR
+func istioInjectorEnv() []corev1.EnvVar {
+	return []corev1.EnvVar{{Name: "AMBASSADOR_ISTIO_SECRET_DIR", Value: certsDir}}
+}
 
 func istioInjectorMounts() []corev1.VolumeMount {
 	return []corev1.VolumeMount{{MountPath: certsMount, Name: volCerts, ReadOnly: true}}
