@@ -136,3 +136,29 @@ func TestModeConfig(t *testing.T) {
 		t.Error("the default is the seed's: sidecar mode, a regular container")
 	}
 }
+
+// Turning nativeSidecar on moves the webhook's istio-proxy to the init containers on the next
+// admission, and turning it off moves it back to exactly where it was.
+func TestNativeSidecarToggle(t *testing.T) {
+	w := readWorkload(t, "seed-without-proxy")
+	Apply(w, DefaultConfig())
+	regular := roundTrip(t, w)
+
+	native := copyWorkload(regular)
+	if res := Apply(native, mustConfig(t, "nativeSidecar: true")); !res.Changed() || !strings.HasPrefix(res.Message, "updated ") {
+		t.Fatalf("nativeSidecar on: %s", res.Message)
+	}
+	spec := native.Template().Spec
+	if ContainerIndex(spec.Containers, ProxyContainerName) >= 0 || ContainerIndex(spec.InitContainers, ProxyContainerName) < 0 {
+		t.Fatalf("istio-proxy not moved to the init containers: %d containers, %d init containers", len(spec.Containers), len(spec.InitContainers))
+	}
+	// Back, through the patch the webhook answers with: it removes the init containers.
+	_, out := patched(t, DefaultConfig(), KindDeployment, toJSON(t, object(native)))
+	back, err := DecodeWorkload(KindDeployment, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equality.Semantic.DeepEqual(back.Template(), regular.Template()) {
+		t.Errorf("after nativeSidecar off:\n%s\nwant:\n%s", toYAML(t, back.Template()), toYAML(t, regular.Template()))
+	}
+}
