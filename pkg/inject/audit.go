@@ -43,13 +43,25 @@ func Audit(w Workload, cfg *Config) (Finding, bool) {
 	}
 	t := w.Template()
 	stored, err := ParseStatus(t)
-	res := Apply(copyWorkload(w), cfg)
+	probe := copyWorkload(w)
+	if w.Kind() == KindPod && stored == nil {
+		probe.SetUID("") // a stored Pod is never injected: ask what its re-creation would get
+	}
+	res := Apply(probe, cfg)
 	switch {
+	case res.Reason == ReasonPodImmutable: // an injected Pod that the webhook would render otherwise now
+		if !Detect(w, cfg).Inject() {
+			return Finding{AuditStaleInjection, fmt.Sprintf("still carries %s, which it should not any more: %s", ProxyContainerName, howToReadmit(w))}, true
+		}
+		if stored.ConfigHash != cfg.modeHash(stored.mode()) {
+			return Finding{AuditStaleConfig, fmt.Sprintf("%s was rendered from another configuration: %s", ProxyContainerName, howToReadmit(w))}, true
+		}
+		return Finding{AuditModified, fmt.Sprintf("its pod template differs from what the webhook renders: %s", howToReadmit(w))}, true
 	case res.Changed() && res.Reason != ReasonInjected:
 		return Finding{AuditStaleInjection, fmt.Sprintf("still carries %s, which its next apply removes: %s", ProxyContainerName, res.Message)}, true
 	case res.Changed() && (stored == nil || err != nil):
 		return Finding{AuditNotInjected, fmt.Sprintf("stored without %s (created before the webhook handled it, or while it could not answer): %s", ProxyContainerName, howToReadmit(w))}, true
-	case res.Changed() && stored.ConfigHash != cfg.SidecarHash(), res.Reason == ReasonPodImmutable:
+	case res.Changed() && stored.ConfigHash != cfg.modeHash(stored.mode()):
 		return Finding{AuditStaleConfig, fmt.Sprintf("%s was rendered from another configuration: %s", ProxyContainerName, howToReadmit(w))}, true
 	case res.Changed():
 		return Finding{AuditModified, fmt.Sprintf("its pod template differs from what the webhook renders: %s", howToReadmit(w))}, true

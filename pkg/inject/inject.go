@@ -103,9 +103,10 @@ func Deployment(d *appsv1.Deployment, cfg *Config) Result {
 // skip reason, so that opting out after injection cleans up. A hand-written istio-proxy is
 // never touched.
 //
-// A Pod is its own template, and its containers cannot change once it exists: a Pod that
-// carries an injection is never re-rendered or stripped (ReasonPodImmutable says it should be
-// re-created), and a Pod with an owner is left to its owner's template (ReasonOwnedPod).
+// A Pod is its own template, and its containers cannot change once it exists: a Pod is only
+// injected when it is created, one that exists (it has a uid) is never injected, re-rendered or
+// stripped (ReasonPodImmutable says it should be re-created), and a Pod with an owner is left to
+// its owner's template (ReasonOwnedPod).
 //
 // A first injection (the template carries no status annotation) only adds: it appends to
 // spec.volumes, to the Emissary container's env and volumeMounts and to spec.containers
@@ -145,6 +146,11 @@ func Apply(w Workload, cfg *Config) Result {
 		strip(work, old, false)
 	}
 	det := detect(w, work, cfg)
+	if det.Reason == ReasonHandWrittenSidecar && w.Kind() == KindPod && old != nil && old.mode() == ModeIstioInjector {
+		// Istio's injector added its proxy to this Pod after the webhook steered it there: it is
+		// Istio's, not a hand-written integration.
+		det = detect(w, withoutProxy(work), cfg)
+	}
 	res.Container = det.Container
 	say(&res.Warnings, det.Warnings...)
 	mode := chooseMode(w.Kind(), w.GetAnnotations(), work, cfg)
@@ -169,6 +175,12 @@ func Apply(w Workload, cfg *Config) Result {
 		res.Action, res.Reason = Skipped, det.Reason
 		res.Message = fmt.Sprintf("%s not injected: %s", ref, det.Why)
 		return res
+	}
+	// A Pod that exists already (an UPDATE: only a stored object has a uid; a CREATE is
+	// admitted before the API server gives it one) cannot gain containers: patching it would
+	// make the API server refuse the user's own update.
+	if old == nil && w.Kind() == KindPod && w.GetUID() != "" {
+		return immutable("it was created without " + ProxyContainerName)
 	}
 	if !det.Inject() { // injected before, not any more: remove it for good
 		if w.Kind() == KindPod {
@@ -217,6 +229,15 @@ func Apply(w Workload, cfg *Config) Result {
 		say(&res.Notices, mode.completed(st))
 	}
 	return res
+}
+
+// withoutProxy is a copy of t without containers or init containers named istio-proxy.
+func withoutProxy(t *corev1.PodTemplateSpec) *corev1.PodTemplateSpec {
+	c := t.DeepCopy()
+	isProxy := func(x corev1.Container) bool { return x.Name == ProxyContainerName }
+	c.Spec.Containers = deleteWhere(c.Spec.Containers, isProxy)
+	c.Spec.InitContainers = deleteWhere(c.Spec.InitContainers, isProxy)
+	return c
 }
 
 // foundBy says how the Emissary container was found, when its image did not say it.

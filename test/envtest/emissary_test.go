@@ -297,6 +297,33 @@ func TestEmissaryBarePodReapply(t *testing.T) {
 	}
 }
 
+// TestEmissaryBarePodCreatedWithout: a bare Pod stored without the sidecar (created while the
+// webhook was out of the way) can still be updated: the webhook cannot add containers to an
+// existing Pod, so it answers with no patch and tells the user to re-create it, and the API
+// server accepts the update (with a patch it would refuse the user's own request).
+func TestEmissaryBarePodCreatedWithout(t *testing.T) {
+	ns := "chart-bare-pod-without"
+	ensureNamespace(t, ns, "emissary-istio.io/webhook=disabled")
+	chart := emissaryChart(t, ns, "barePod=true")
+	if _, _, err := env.Kubectl(chart.yaml, "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	if injected(storedWorkload(t, inject.KindPod, ns, "emissary-emissary-ingress")) {
+		t.Fatal("the Pod was injected in a namespace the webhook skips")
+	}
+	ensureNamespace(t, ns, "emissary-istio.io/webhook-")
+	_, stderr, err := env.Kubectl(nil, "-n", ns, "label", "pod", "emissary-emissary-ingress", "example.com/touched=yes")
+	if err != nil {
+		t.Fatalf("labelling the existing Pod: %v", err)
+	}
+	if !strings.Contains(stderr, "re-create") {
+		t.Errorf("no warning that the Pod must be re-created to get the sidecar:\n%s", stderr)
+	}
+	if injected(storedWorkload(t, inject.KindPod, ns, "emissary-emissary-ingress")) {
+		t.Error("the existing Pod was injected")
+	}
+}
+
 // checkGuideCompleted: the Deployment of Emissary's Istio guide is stored as the chart rendered
 // it, with nothing of the user's changed and only what was missing added (the label that
 // selects Istio's injector in any namespace), and without the webhook's istio-proxy.
