@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # The webhook's image, for people with Docker (BuildKit):
 #
-#   docker buildx build --platform linux/amd64,linux/arm64 --build-arg VERSION=v0.1.0 \
-#     -t ghcr.io/emissary-istio/emissary-istio-webhook:v0.1.0 .
+#   docker buildx build --platform linux/amd64,linux/arm64 --build-arg VERSION=v0.2.0 \
+#     -t ghcr.io/emissary-istio/emissary-istio-webhook:v0.2.0 .
 #
 # `make image` builds the same image without Docker (hack/image); test/image checks that this
 # file's final stage and that image agree. VERSION must be the Makefile's.

@@ -16,7 +16,7 @@ ISTIO_COMMIT  := 6991a379e1fcfbe21e64da2eda5d56624a5547b4
 STATICCHECK_VERSION ?= v0.8.2
 # The release: the binary's `version`, the image tag, manifests/base's images: newTag and the
 # chart's appVersion (test/image checks that they all say the same).
-VERSION       := v0.1.0
+VERSION       := v0.2.0
 
 ROOT      := $(abspath .)
 K8S_BIN   := $(ROOT)/bin/k8s/$(K8S_VERSION)
@@ -269,6 +269,7 @@ EMISSARY_VERSION       := v3.10.0
 EMISSARY_CHART_VERSION := 8.10.0
 EMISSARY_IMAGE_REPO    := docker.io/emissaryingress/emissary
 EMISSARY_DIR           := $(ROOT)/bin/emissary/$(EMISSARY_VERSION)
+export EMISSARY_DIR
 
 $(EMISSARY_DIR)/.released:
 	@echo ">> Emissary $(EMISSARY_VERSION)'s chart and manifests from its Go module"

@@ -35,7 +35,7 @@ func newAuditCommand() *cobra.Command {
 with the reason, each one that is not integrated as the webhook would integrate it now:
 
   not-injected      an Emissary edge stored without istio-proxy (created before the webhook
-                    handled it, e.g. a DaemonSet before v0.2, or while it could not answer)
+                    handled it, e.g. a DaemonSet before v0.2.0, or while it could not answer)
   stale-config      istio-proxy rendered from another configuration (an Istio upgrade)
   modified          the pod template was edited around the webhook
   stale-injection   istio-proxy still there although the workload opted out

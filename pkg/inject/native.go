@@ -17,7 +17,7 @@ import (
 // written OUTPUT_CERTS: Emissary starts with its certificates there.
 //
 // It is appended after the user's init containers: they do not need the proxy, and a first
-// injection then only appends (DeploymentPatch relies on it).
+// injection then only appends (WorkloadPatch relies on it).
 
 // addProxy puts the sidecar into spec as cfg says and records it in st.
 func addProxy(spec *corev1.PodSpec, st *Status, proxy corev1.Container, cfg *Config) {

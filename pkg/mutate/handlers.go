@@ -134,7 +134,7 @@ func (h *WorkloadHandler) Handle(ctx context.Context, req admission.Request) adm
 		// puts them back) changes nothing for the user: no notice, no "mutated".
 		if restores(req, kind, res) {
 			action, res.Reason = actionUnchanged, inject.ReasonUpToDate
-			res.Message = fmt.Sprintf("%s (%s) in %s %s is up to date: the patch restores what the webhook stored", inject.ProxyContainerName, h.Config.Load().Image(), kind, w.GetName())
+			res.Message = fmt.Sprintf("the integration of %s %s is up to date: the patch restores what the webhook stored", kind, w.GetName())
 			warnings = res.Warnings
 		}
 	}

@@ -83,23 +83,24 @@ func AssetsDir() (string, error) {
 	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" && hasAssets(dir) {
 		return dir, nil
 	}
-	if dir := newestAssets(filepath.Join(RepoRoot(), "bin", "k8s")); dir != "" {
+	if dir := NewestVersionDir(filepath.Join(RepoRoot(), "bin", "k8s"), hasAssets); dir != "" {
 		return dir, nil
 	}
 	return "", errors.New("envtest: kube-apiserver, etcd and kubectl not found; run `make envtest` (or `make test`, which builds them)")
 }
 
-// newestAssets is the subdirectory of root with all three binaries whose name is the highest
-// version, compared as versions (a string sort puts v1.9 after v1.37); "" when there is none.
-// A name that is not a version is not a control plane `make envtest` built.
-func newestAssets(root string) string {
+// NewestVersionDir is the subdirectory of root, among those complete says are complete, whose
+// name is the highest version (bin/k8s/v1.37.2, bin/istio/1.29.1), compared as versions (a
+// string sort puts v1.9 after v1.37); "" when there is none. A name that is not a version is
+// not something the Makefile built.
+func NewestVersionDir(root string, complete func(dir string) bool) string {
 	entries, _ := os.ReadDir(root)
 	var newest string
 	var newestVersion *version.Version
 	for _, e := range entries {
 		v, err := version.ParseSemantic(e.Name())
 		dir := filepath.Join(root, e.Name())
-		if err != nil || !hasAssets(dir) || (newestVersion != nil && !v.GreaterThan(newestVersion)) {
+		if err != nil || !complete(dir) || (newestVersion != nil && !v.GreaterThan(newestVersion)) {
 			continue
 		}
 		newest, newestVersion = dir, v

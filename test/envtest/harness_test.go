@@ -26,10 +26,10 @@ func TestNewestAssets(t *testing.T) {
 			}
 		}
 	}
-	if got, want := newestAssets(root), filepath.Join(root, "v1.37.10-rc.0"); got != want {
-		t.Fatalf("newestAssets = %s, want %s", got, want)
+	if got, want := NewestVersionDir(root, hasAssets), filepath.Join(root, "v1.37.10-rc.0"); got != want {
+		t.Fatalf("NewestVersionDir = %s, want %s", got, want)
 	}
-	if got := newestAssets(t.TempDir()); got != "" {
-		t.Fatalf("an empty bin/k8s: newestAssets = %q, want none", got)
+	if got := NewestVersionDir(t.TempDir(), hasAssets); got != "" {
+		t.Fatalf("an empty bin/k8s: NewestVersionDir = %q, want none", got)
 	}
 }

@@ -50,13 +50,20 @@ func ParseObjects(stream []byte) ([]*unstructured.Unstructured, error) {
 }
 
 // EmissaryDir is where `make emissary` put Emissary's own chart and manifests, released from
-// its Go module (the Makefile says how): charts/emissary-ingress and yaml/.
+// its Go module (the Makefile says how): charts/emissary-ingress and yaml/. $EMISSARY_DIR as
+// the Makefile exports it, else the newest version under bin/emissary.
 func EmissaryDir() (string, error) {
-	released, _ := filepath.Glob(filepath.Join(RepoRoot(), "bin", "emissary", "*", ".released"))
-	if len(released) != 1 {
-		return "", fmt.Errorf("envtest: Emissary's chart and manifests are not in bin/emissary (found %v): run `make emissary` (`make test` does)", released)
+	released := func(dir string) bool {
+		_, err := os.Stat(filepath.Join(dir, ".released"))
+		return err == nil
 	}
-	return filepath.Dir(released[0]), nil
+	if dir := os.Getenv("EMISSARY_DIR"); dir != "" && released(dir) {
+		return dir, nil
+	}
+	if dir := NewestVersionDir(filepath.Join(RepoRoot(), "bin", "emissary"), released); dir != "" {
+		return dir, nil
+	}
+	return "", errors.New("envtest: Emissary's chart and manifests are not in bin/emissary: run `make emissary` (`make test` does)")
 }
 
 // EmissaryIstioGuideValues are the Helm values of Emissary's own Istio integration guide

@@ -14,16 +14,11 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// realCRDs is Emissary's own CRD file, kept beside the project (not in it) in ../shared.
-var realCRDs = filepath.Join(RepoRoot(), "..", "shared", "reference", "emissary-crds-v3.10.0.yaml")
-
 // TestMappingDefaultingOnEmissaryCRDs proves the project's minimal test CRDs faithful: the
 // seed's Mapping is defaulted the same way on a control plane with Emissary's real CRDs.
 func TestMappingDefaultingOnEmissaryCRDs(t *testing.T) {
-	raw, err := os.ReadFile(realCRDs)
-	if errors.Is(err, os.ErrNotExist) {
-		t.Skipf("Emissary's real CRDs are not beside the project (%s); this test needs ../shared", realCRDs)
-	}
+	// Emissary's own CRD file, released from its Go module by `make emissary`.
+	raw, err := os.ReadFile(filepath.Join(emissaryDir(t), "yaml", "emissary-crds.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

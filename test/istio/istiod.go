@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -42,12 +41,8 @@ func BinDir() (string, error) {
 	if dir := os.Getenv("ISTIO_BIN"); dir != "" && has(dir) {
 		return dir, nil
 	}
-	dirs, _ := filepath.Glob(filepath.Join(envtest.RepoRoot(), "bin", "istio", "*"))
-	sort.Sort(sort.Reverse(sort.StringSlice(dirs))) // one version is built at a time
-	for _, d := range dirs {
-		if has(d) {
-			return d, nil
-		}
+	if dir := envtest.NewestVersionDir(filepath.Join(envtest.RepoRoot(), "bin", "istio"), has); dir != "" {
+		return dir, nil
 	}
 	return "", errors.New("istio: pilot-agent, pilot-discovery and xdsprobe not found; run `make istio` (or `make test`, which builds them)")
 }
