@@ -14,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
@@ -140,21 +141,16 @@ func waitForPod(ctx context.Context, t *testing.T, kcm *envtest.ControllerManage
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		pods := &corev1.PodList{}
-		if err := env.Client.List(ctx, pods, client.InNamespace(d.Namespace), client.MatchingLabelsSelector{Selector: selector}); err == nil && len(pods.Items) > 0 {
-			return &pods.Items[0]
-		}
-		if err := kcm.Exited(); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-ctx.Done():
-			events, _, _ := env.Kubectl(nil, "-n", d.Namespace, "get", "events")
-			t.Fatalf("no Pod of Deployment %s/%s: %v\n--- events:\n%s\n--- kube-controller-manager:\n%s", d.Namespace, d.Name, ctx.Err(), events, kcm.Log(3000))
-		case <-time.After(200 * time.Millisecond):
-		}
+	pods := &corev1.PodList{}
+	err = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		err := env.Client.List(ctx, pods, client.InNamespace(d.Namespace), client.MatchingLabelsSelector{Selector: selector})
+		return err == nil && len(pods.Items) > 0, kcm.Exited()
+	})
+	if err != nil {
+		events, _, _ := env.Kubectl(nil, "-n", d.Namespace, "get", "events")
+		t.Fatalf("no Pod of Deployment %s/%s: %v\n--- events:\n%s\n--- kube-controller-manager:\n%s", d.Namespace, d.Name, err, events, kcm.Log(3000))
 	}
+	return &pods.Items[0]
 }
 
 // checkWebhookInjected: the Pod has the webhook's istio-proxy, the one its status names, and

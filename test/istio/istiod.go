@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/emissary-istio/emissary-istio-webhook/test/envtest"
@@ -258,23 +259,21 @@ func (d *Istiod) forward(f kubelet.Forward) (net.Listener, error) {
 
 // wait polls done until it is true, istiod exits or ctx ends.
 func (d *Istiod) wait(ctx context.Context, what string, done func() (bool, error)) error {
-	for {
-		ok, err := done()
-		if err != nil {
-			return err
+	var exited error
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
+		if ok, err := done(); ok || err != nil {
+			return ok, err
 		}
-		if ok {
-			return nil
+		if gone, err := d.proc.Exited(); gone {
+			exited = fmt.Errorf("istiod %s exited (%v):\n%s", d.Revision, err, d.Log(4000))
+			return false, exited
 		}
-		if exited, err := d.proc.Exited(); exited {
-			return fmt.Errorf("istiod %s exited (%v):\n%s", d.Revision, err, d.Log(4000))
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("istiod %s not %s: %w:\n%s", d.Revision, what, ctx.Err(), d.Log(4000))
-		case <-time.After(200 * time.Millisecond):
-		}
+		return false, nil
+	})
+	if err != nil && exited == nil && ctx.Err() != nil {
+		return fmt.Errorf("istiod %s not %s: %w:\n%s", d.Revision, what, ctx.Err(), d.Log(4000))
 	}
+	return err
 }
 
 // podContainer is pod's container (or init container) name, or nil.

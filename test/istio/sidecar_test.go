@@ -20,6 +20,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -168,19 +169,18 @@ func (r *agentRun) checkCertificates(ctx context.Context, trustDomain string) {
 	certsDir := r.emissaryCertsDir()
 	files := map[string][]byte{}
 	for _, name := range []string{"key.pem", "cert-chain.pem", "root-cert.pem"} {
-		for files[name] == nil {
+		err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
 			if b, err := os.ReadFile(filepath.Join(certsDir, name)); err == nil && len(b) > 0 {
 				files[name] = b
-				continue
+				return true, nil
 			}
 			if done, err := r.agent.Exited(); done {
-				r.fatalf("pilot-agent exited (%v) before writing %s", err, name)
+				return false, fmt.Errorf("pilot-agent exited (%v) before writing %s", err, name)
 			}
-			select {
-			case <-ctx.Done():
-				r.fatalf("no %s in OUTPUT_CERTS: %v", name, ctx.Err())
-			case <-time.After(100 * time.Millisecond):
-			}
+			return false, nil
+		})
+		if err != nil {
+			r.fatalf("no %s in OUTPUT_CERTS: %v", name, err)
 		}
 		fi, err := os.Stat(filepath.Join(certsDir, name))
 		if err != nil {
@@ -409,24 +409,19 @@ func httpProbe(ctx context.Context, socket, path string) int {
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
 	}}}
-	for {
+	status := 0
+	_ = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://pod"+path, nil)
 		resp, err := c.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return resp.StatusCode
-			}
+		if err != nil {
+			status = 0
+			return false, nil
 		}
-		select {
-		case <-ctx.Done():
-			if err != nil {
-				return 0
-			}
-			return resp.StatusCode
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+		resp.Body.Close()
+		status = resp.StatusCode
+		return status == http.StatusOK, nil
+	})
+	return status
 }
 
 // proxyImage is Istio's proxyv2 image as far as this machine has it: its entrypoint,

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -59,22 +60,22 @@ func mode(m *int32, def int32) os.FileMode {
 // same way; istiod publishes istio-ca-root-cert a moment after it starts). A missing optional
 // object gives found=false at once.
 func waitFor[T any](ctx context.Context, optional *bool, get func() (T, error)) (obj T, found bool, err error) {
-	for {
-		obj, err = get()
+	var last error
+	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+		obj, last = get()
 		switch {
-		case err == nil:
-			return obj, true, nil
-		case !apierrors.IsNotFound(err):
-			return obj, false, err
-		case optional != nil && *optional:
-			return obj, false, nil
+		case last == nil:
+			found = true
+			return true, nil
+		case !apierrors.IsNotFound(last):
+			return false, last
 		}
-		select {
-		case <-ctx.Done():
-			return obj, false, fmt.Errorf("kubelet: %w (last: %v)", ctx.Err(), err)
-		case <-time.After(100 * time.Millisecond):
-		}
+		return optional != nil && *optional, nil
+	})
+	if err != nil && err != last {
+		err = fmt.Errorf("kubelet: %w (last: %v)", err, last)
 	}
+	return obj, found, err
 }
 
 func writeConfigMap(ctx context.Context, api kubernetes.Interface, dir, ns, name string, items []corev1.KeyToPath, optional *bool, def os.FileMode) error {
