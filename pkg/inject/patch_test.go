@@ -110,13 +110,13 @@ func TestDeploymentPatchKeepsUnknownFields(t *testing.T) {
 	}
 }
 
-// TestDecodeDeploymentIsCaseSensitive: "Spec" is not spec, as for the API server.
-func TestDecodeDeploymentIsCaseSensitive(t *testing.T) {
-	d, err := DecodeDeployment([]byte(`{"Spec":{"replicas":3}}`))
+// TestDecodeWorkloadIsCaseSensitive: "Spec" is not spec, as for the API server.
+func TestDecodeWorkloadIsCaseSensitive(t *testing.T) {
+	w, err := DecodeWorkload(KindDeployment, []byte(`{"Spec":{"replicas":3}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Spec.Replicas != nil {
+	if w.(DeploymentWorkload).Spec.Replicas != nil {
 		t.Errorf("Spec was read as spec")
 	}
 }

@@ -115,11 +115,3 @@ func DecodeWorkload(kind string, raw []byte) (Workload, error) {
 	return NewWorkload(obj), nil
 }
 
-// DecodeDeployment is DecodeWorkload for a Deployment.
-func DecodeDeployment(raw []byte) (*appsv1.Deployment, error) {
-	w, err := DecodeWorkload(KindDeployment, raw)
-	if err != nil {
-		return nil, err
-	}
-	return w.(DeploymentWorkload).Deployment, nil
-}
