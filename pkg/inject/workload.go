@@ -114,4 +114,3 @@ func DecodeWorkload(kind string, raw []byte) (Workload, error) {
 	}
 	return NewWorkload(obj), nil
 }
-
