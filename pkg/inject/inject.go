@@ -309,19 +309,15 @@ func Inject(t *corev1.PodTemplateSpec, container, workload string, cfg *Config) 
 	// any spelling Istio accepts) is the user's and stays. One that would let Istio inject is
 	// the exception to "the user wins": it would break the pod, so it is overwritten, with a
 	// warning, and recorded so that Strip restores it.
-	if t.Annotations == nil {
-		t.Annotations = map[string]string{}
-	}
-	if v, ok := t.Annotations[AnnotationIstioInject]; !ok || istioWouldInject(v) {
-		if ok {
-			warnings = append(warnings, fmt.Sprintf("pod template annotation %s=%q replaced by \"false\": Istio's own sidecar would collide with %s", AnnotationIstioInject, v, ProxyContainerName))
-			st.Replaced = map[string]string{AnnotationIstioInject: v}
-		}
-		t.Annotations[AnnotationIstioInject] = "false"
-		st.Annotations = append(st.Annotations, AnnotationIstioInject)
+	m := metadataWriter{t: t, st: st}
+	switch v, ok := t.Annotations[AnnotationIstioInject]; {
+	case !ok:
+		m.set(AnnotationIstioInject, "false")
+	case istioWouldInject(v):
+		m.replaceAnnotation(AnnotationIstioInject, "false", v, "Istio's own sidecar would collide with "+ProxyContainerName)
 	}
 	t.Annotations[AnnotationStatus] = st.String()
-	return st, warnings, nil
+	return st, append(warnings, m.warnings...), nil
 }
 
 // istioWouldInject mirrors Istio's reading of sidecar.istio.io/inject: these values (and an

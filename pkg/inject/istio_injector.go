@@ -69,7 +69,7 @@ func injectIstioInjector(t *corev1.PodTemplateSpec, container string, cfg *Confi
 	// would only mislead a reader).
 	m.label(LabelIstioInject, "true", true)
 	if v, ok := t.Annotations[AnnotationIstioInject]; ok && !istioWouldInject(v) {
-		m.replaceAnnotation(AnnotationIstioInject, "true", v)
+		m.replaceAnnotation(AnnotationIstioInject, "true", v, "Istio's injector must render "+ProxyContainerName)
 	}
 	if cfg.Revision != "" {
 		m.label(LabelIstioRev, cfg.Revision, false)
@@ -129,9 +129,9 @@ func (m *metadataWriter) annotation(key, value, ifDifferent string) {
 	m.set(key, value)
 }
 
-// replaceAnnotation overwrites the user's value old of key, which strip puts back.
-func (m *metadataWriter) replaceAnnotation(key, value, old string) {
-	m.warnings = append(m.warnings, fmt.Sprintf("pod template annotation %s=%q replaced by %q: Istio's injector must render %s", key, old, value, ProxyContainerName))
+// replaceAnnotation overwrites the user's value old of key, which strip puts back, saying why.
+func (m *metadataWriter) replaceAnnotation(key, value, old, why string) {
+	m.warnings = append(m.warnings, fmt.Sprintf("pod template annotation %s=%q replaced by %q: %s", key, old, value, why))
 	if m.st.Replaced == nil {
 		m.st.Replaced = map[string]string{}
 	}
