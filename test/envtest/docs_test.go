@@ -24,10 +24,11 @@ const (
 // up to the next "## " heading.
 func docSection(t *testing.T, rel, heading string) string {
 	t.Helper()
-	_, section, found := strings.Cut(mustRead(t, filepath.Join(RepoRoot(), rel)), "\n## "+heading+"\n")
-	if !found {
-		t.Fatalf("%s has no %q section", rel, "## "+heading)
+	text, marker := mustRead(t, filepath.Join(RepoRoot(), rel)), "\n## "+heading+"\n"
+	if n := strings.Count(text, marker); n != 1 {
+		t.Fatalf("%s has %d %q sections, want one", rel, n, "## "+heading)
 	}
+	_, section, _ := strings.Cut(text, marker)
 	section, _, _ = strings.Cut(section, "\n## ")
 	return section
 }
