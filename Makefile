@@ -101,7 +101,7 @@ $(K8S_BIN)/etcd: hack/tools/etcd/go.mod hack/tools/etcd/go.sum
 	cd hack/tools/etcd && go build -trimpath -ldflags "-s -w" -o $@ go.etcd.io/etcd/server/v3
 
 .PHONY: test
-test: $(ENVTEST_BINARIES) $(ISTIO_BINARIES) ## Unit tests, envtest suites, the real-Istio suite, kubectl end-to-end tests, the race run and a short fuzz.
+test: $(ENVTEST_BINARIES) $(ISTIO_BINARIES) ## Unit tests, envtest suites, the real-Istio suite, kubectl end-to-end tests, the race run and a short fuzz (Linux, as root).
 	go test -count=1 ./...
 	$(MAKE) --no-print-directory test-race fuzz-short
 
@@ -125,7 +125,7 @@ test-race: $(ENVTEST_BINARIES) ## Unit tests and the concurrent-admissions test 
 # demo and run build the program, then run it (not `go run`): on Ctrl-C the go command exits
 # 1 whatever the program does, which would report the demo's clean stop as a failure.
 .PHONY: demo
-demo: $(ENVTEST_BINARIES) ## Start a control plane, register the webhook, apply the seed's YAML with kubectl, print the result.
+demo: $(ENVTEST_BINARIES) ## Start a control plane, register the webhook, apply Emissary's Deployment and a Mapping with kubectl, print the result.
 	go build -ldflags "$(WEBHOOK_LDFLAGS)" -o bin/demo ./hack/demo
 	bin/demo
 
@@ -193,7 +193,7 @@ clean: ## Remove bin/ except the control plane (make clean-all removes that too)
 clean-all: ## Remove bin/ entirely, including the control plane binaries.
 	rm -rf bin
 
-# ---- Shipping: the container image, the Helm chart, the dashboard (issue 13) ----
+# ---- Shipping: the container image, the Helm chart, the dashboard ----
 
 # helm, built from the Go module proxy through hack/tools/helm (helm pins its own k8s.io
 # versions), with the ldflags of helm's own release build: its version, and the Kubernetes
@@ -258,7 +258,7 @@ $(TOOLS_BIN)/promql: hack/tools/promql/go.mod hack/tools/promql/go.sum hack/tool
 	@mkdir -p $(TOOLS_BIN)
 	cd hack/tools/promql && go build -trimpath -o $@ .
 
-# ---- Emissary's own chart and manifests (issue 12) ----
+# ---- Emissary's own chart and manifests ----
 
 # What the tests apply as Emissary: its real Helm chart, emissary-crds.yaml (the apiext
 # Deployment), the Consul connector and the quote backend of its documentation, from its

@@ -135,7 +135,7 @@ func TestInjectMatchesSeed(t *testing.T) {
 func injectSeed(t *testing.T, cfg *inject.Config) (got, seed appsv1.Deployment) {
 	t.Helper()
 	repo := filepath.Join("..", "..")
-	in, err := os.Open(filepath.Join(repo, "test", "envtest", "testdata", "seed-emissary.yaml"))
+	in, err := os.Open(filepath.Join(repo, "test", "envtest", "testdata", "emissary-deployment.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

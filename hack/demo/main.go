@@ -1,7 +1,7 @@
 // Command demo shows the whole job on an embedded control plane: it starts kube-apiserver
 // and etcd, runs the webhook and registers it by URL, then drives the real kubectl the way
-// an operator would — label default for Istio injection, apply the seed's Emissary
-// Deployment and quote-backend Mapping — and prints what the cluster stored and what
+// an operator would — label default for Istio injection, apply the Emissary Deployment and
+// the quote-backend Mapping of Emissary's "Emissary and Istio" integration guide — and prints what the cluster stored and what
 // kubectl said. `make demo` runs it once; `make run` keeps it up for your own kubectl.
 package main
 
@@ -85,9 +85,9 @@ func run(keep bool, kubeconfigOut string) error {
 	}{
 		{"Label namespace default for Istio injection", []string{"label", "namespace", "default", "istio-injection=enabled", "--overwrite"}},
 		{"Create namespace ambassador", []string{"create", "namespace", "ambassador"}},
-		{"Apply the seed's Emissary Deployment (no istio-proxy in it)", []string{"apply", "-f", filepath.Join(testdata, "seed-emissary.yaml")}},
-		{"Apply the seed's quote-backend Mapping (no tls in it)", []string{"apply", "-f", filepath.Join(testdata, "quote-mapping.yaml")}},
-		{"Apply the same Deployment again: nothing changes", []string{"apply", "-f", filepath.Join(testdata, "seed-emissary.yaml")}},
+		{"Apply Emissary's Deployment from its Istio integration guide (no istio-proxy in it)", []string{"apply", "-f", filepath.Join(testdata, "emissary-deployment.yaml")}},
+		{"Apply the guide's quote-backend Mapping (no tls in it)", []string{"apply", "-f", filepath.Join(testdata, "quote-mapping.yaml")}},
+		{"Apply the same Deployment again: nothing changes", []string{"apply", "-f", filepath.Join(testdata, "emissary-deployment.yaml")}},
 		{"What the cluster stored: the Deployment's pod template", []string{"get", "deployment", "ambassador", "-n", "ambassador", "-o", "jsonpath=" + deploymentSummary}},
 		{"What the cluster stored: the Mapping", []string{"get", "mapping", "quote-backend", "-n", "default", "-o", "yaml"}},
 	}

@@ -14,8 +14,9 @@ import (
 type Mode string
 
 const (
-	// ModeSidecar: the webhook writes the istio-proxy container itself (the seed's recipe,
-	// Emissary 1.x's guide), rendered for the configured Istio release. The default.
+	// ModeSidecar: the webhook writes the istio-proxy container itself (the recipe of
+	// Emissary's Istio integration guide in its 1.x version), rendered for the configured
+	// Istio release. The default.
 	ModeSidecar Mode = "sidecar"
 	// ModeIstioInjector: Istio's own sidecar injector renders istio-proxy when the Pod is
 	// created; the webhook writes the pod metadata that steers it and Emissary's side of the
@@ -23,7 +24,7 @@ const (
 	ModeIstioInjector Mode = "istio-injector"
 )
 
-// Modes lists the valid modes, in the order the README documents them.
+// Modes lists the valid modes, in the order docs/modes.md documents them.
 var Modes = []Mode{ModeSidecar, ModeIstioInjector}
 
 // AnnotationMode (on the workload or its pod template; the template's wins) overrides the

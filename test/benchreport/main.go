@@ -25,7 +25,7 @@ import (
 	"time"
 )
 
-// pair is a handler benchmark and its floor, with the target for their ratio.
+// pair is a handler benchmark and its floor, with the target for their ratio.
 type pair struct {
 	handler, floor string
 	target         float64
@@ -33,15 +33,15 @@ type pair struct {
 }
 
 var pairs = []pair{
-	{"AdmitDeployment", "ReviewFloor", 2.0, "the seed's Emissary Deployment, injected (CREATE)"},
-	{"AdmitDeploymentLarge", "ReviewFloorLarge", 2.0, "the seed with 1,000 env vars and 200 volume mounts, injected"},
-	{"AdmitDeploymentNoop", "ReviewFloorNoop", 1.5, "the stored injected seed re-applied (UPDATE, no patch)"},
-	{"AdmitMapping", "ReviewFloorMapping", 1.5, "the seed's Mapping to a meshed namespace, defaulted"},
+	{"AdmitDeployment", "ReviewFloor", 2.0, "the guide's Emissary Deployment, injected (CREATE)"},
+	{"AdmitDeploymentLarge", "ReviewFloorLarge", 2.0, "that Deployment with 1,000 env vars and 200 volume mounts, injected"},
+	{"AdmitDeploymentNoop", "ReviewFloorNoop", 1.5, "the stored injected Deployment re-applied (UPDATE, no patch)"},
+	{"AdmitMapping", "ReviewFloorMapping", 1.5, "the guide's Mapping to a meshed namespace, defaulted"},
 }
 
-// peer is Istio's own sidecar injector on the seed's pod, compared with the webhook's
-// injection of the seed's Deployment (see hack/tools/istio/injectbench).
-var peer = struct{ name, ours string }{"IstioInjectSeedPod", "AdmitDeployment"}
+// peer is Istio's own sidecar injector on the guide's Emissary pod, compared with the
+// webhook's injection of the guide's Deployment (see hack/tools/istio/injectbench).
+var peer = struct{ name, ours string }{"IstioInjectEmissaryPod", "AdmitDeployment"}
 
 // sample is one benchmark result line.
 type sample struct {

@@ -155,7 +155,7 @@ func writeReport(w io.Writer, r report) {
 	fmt.Fprintf(w, "Machine: %d cores, %s; %s %s/%s. Load average %s at the start, %s at the end", cpus, model, runtime.Version(), runtime.GOOS, runtime.GOARCH, r.loadBefore, r.loadAfter)
 	fmt.Fprintf(w, " (other work shares this machine: every figure is a ratio to a floor measured in the same run).\n\n")
 
-	fmt.Fprintf(w, "## Targets (issue 6)\n\n| figure | measured | target | met |\n| --- | --- | --- | --- |\n")
+	fmt.Fprintf(w, "## Targets\n\n| figure | measured | target | met |\n| --- | --- | --- | --- |\n")
 	for _, t := range targets {
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", t.figure, t.measured, t.want, yes(t.met))
 	}
@@ -196,7 +196,7 @@ func writeBenchmarks(w io.Writer, r report) {
 		"the AdmissionReview bytes in, decoded (the object stays raw bytes), the handler, the response completed "+
 		"and encoded, bytes out. The floor is the same path with a handler that allows without reading the object: "+
 		"decoding the review and encoding an allow-response, the cost no handler can avoid. The reviews are ones "+
-		"kube-apiserver really sent when the seed's objects were applied with kubectl (test/reviews, recorded by "+
+		"kube-apiserver really sent when the objects of Emissary's \"Emissary and Istio\" integration guide (\"the guide\" below) were applied with kubectl (test/reviews, recorded by "+
 		"`go run ./test/reviews/capture`), so they carry the server's defaults, managedFields and kubectl's "+
 		"last-applied-configuration annotation, as every real request does. `cpu-ns/op` is the process's CPU time "+
 		"per review (garbage collection included), which waiting for a busy core does not inflate.\n\n")
@@ -235,9 +235,9 @@ func writePeer(w io.Writer, r report) {
 	fmt.Fprintf(w, "\n## Peer: Istio's own sidecar injector (hack/tools/istio/injectbench)\n\n")
 	fmt.Fprintf(w, "Istio's injection webhook (`pkg/kube/inject` of istio.io/istio at the release `make istio` builds, "+
 		"with the injection template, values and mesh config its own istio-discovery chart renders by default) "+
-		"injecting its sidecar into the seed's Emissary pod (the Pod a ReplicaSet makes from the seed's template, "+
+		"injecting its sidecar into the guide's Emissary pod (the Pod a ReplicaSet makes from the guide's template, "+
 		"without `sidecar.istio.io/inject: \"false\"`), AdmissionReview bytes in and out through its HTTP handler, "+
-		"run in each round right after `BenchmarkAdmitDeployment`, which injects the seed's Deployment. "+
+		"run in each round right after `BenchmarkAdmitDeployment`, which injects the guide's Deployment. "+
 		"Istio's per-request log lines are silenced, as the webhook's are in its benchmarks.\n\n")
 	fmt.Fprintf(w, "| benchmark | ns/op | cpu-ns/op | B/op | allocs/op | ratio to `BenchmarkAdmitDeployment` (wall / cpu) |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, name := range []string{peer.ours, peer.name} {
@@ -275,7 +275,7 @@ func writeLoad(w io.Writer, l *loadResults) {
 
 	if e := l.E2E; e != nil {
 		fmt.Fprintf(w, "\n## End to end through the API server (test/load, e2e phase)\n\n")
-		fmt.Fprintf(w, "%d Mappings (the seed's quote-backend: a bare service name) created one at a time through kube-apiserver in each "+
+		fmt.Fprintf(w, "%d Mappings (the guide's quote-backend: a bare service name) created one at a time through kube-apiserver in each "+
 			"of three meshed namespaces, interleaved: one the webhook is registered for, one its namespaceSelector excludes "+
 			"(`emissary-istio.io/webhook=disabled`, so the API server does not call it), and one for which the same webhook "+
 			"configuration points at the floor server instead. Every Mapping in the first was stored with `tls: istio-upstream`.\n\n", e.Mappings)
@@ -306,7 +306,7 @@ func writeReproduce(w io.Writer, r report) {
 }
 
 // writeNotes explains each target that was not met in this run: why, and what meeting it
-// would take. The analysis behind them is in the notes of issue 6.
+// would take.
 func writeNotes(w io.Writer, r report, targets []target) {
 	missed := map[string]bool{}
 	for _, t := range targets {
@@ -332,7 +332,7 @@ func writeNotes(w io.Writer, r report, targets []target) {
 		"handler, four fifths of the no-op one and nearly all of the large one.\n\n")
 	if missed["bench"] {
 		fmt.Fprintf(w, "- **Benchmarks over target.** Meeting them with margin would take a faster typed decoder: "+
-			"json-iterator in case-sensitive mode decoded the seed 2.0x and the injected seed 1.7x faster here; "+
+			"json-iterator in case-sensitive mode decoded the guide's Deployment 2.0x and the injected one 1.7x faster here; "+
 			"encoding/json/v2 is still behind GOEXPERIMENT in this Go. Neither was adopted: json-iterator is "+
 			"unmaintained and Kubernetes moved off it for sigs.k8s.io/json; a GOEXPERIMENT is not a release build. "+
 			"Decoding only the fields the decision reads would split the one code path the server and `webhook "+

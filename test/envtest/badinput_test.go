@@ -563,7 +563,7 @@ func TestDryRunHasNoSideEffects(t *testing.T) {
 }
 
 // TestServingTLSVersions: the webhook's HTTPS server refuses TLS 1.1 and older, and accepts
-// TLS 1.2 and 1.3 with a certificate the CA bundle trusts (the README's "Security" section).
+// TLS 1.2 and 1.3 with a certificate the CA bundle trusts (docs/security.md).
 func TestServingTLSVersions(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(env.CABundle)

@@ -77,7 +77,7 @@ func runWebhook(t *testing.T, stdin []byte, args ...string) (string, string) {
 // same pod template as applying the plain seed through the webhook — one code path — and
 // the webhook, seeing its own work, leaves it alone.
 func TestInjectPipedIntoKubectl(t *testing.T) {
-	seed := mustRead(t, testdata("seed-emissary.yaml"))
+	seed := mustRead(t, testdata("emissary-deployment.yaml"))
 	ensureNamespace(t, "cli-piped")
 	ensureNamespace(t, "cli-plain")
 

@@ -69,6 +69,10 @@ func TestDemoStopsOnCtrlC(t *testing.T) {
 			t.Errorf("the demo did not show %q", want)
 		}
 	}
+	// What it printed speaks to its users (TestUserFacingWords checks its source).
+	for _, f := range insiderWordsIn("make demo's output", output.String()) {
+		t.Error(f)
+	}
 	apiserver := serverAddress(t, kubeconfig)
 	if conn, err := net.DialTimeout("tcp", apiserver, time.Second); err != nil {
 		t.Fatalf("the demo's API server at %s is not up: %v", apiserver, err)

@@ -79,7 +79,7 @@ func countEnv(c *corev1.Container, name string) int {
 // config re-renders the sidecar on the next apply.
 func TestApplySeedDeployment(t *testing.T) {
 	ensureNamespace(t, "ambassador")
-	seed := testdata("seed-emissary.yaml")
+	seed := testdata("emissary-deployment.yaml")
 	t.Cleanup(func() { _, _, _ = env.Kubectl(nil, "delete", "-f", seed, "--ignore-not-found") })
 
 	_, stderr, err := env.Kubectl(nil, "apply", "-f", seed)
@@ -171,7 +171,7 @@ func assertInjected(t *testing.T, d *appsv1.Deployment, image string) {
 // Deployment and stores nothing.
 func TestServerDryRunShowsInjection(t *testing.T) {
 	ensureNamespace(t, "dry-run")
-	manifest := strings.ReplaceAll(mustRead(t, testdata("seed-emissary.yaml")), "namespace: ambassador", "namespace: dry-run")
+	manifest := strings.ReplaceAll(mustRead(t, testdata("emissary-deployment.yaml")), "namespace: ambassador", "namespace: dry-run")
 	out, _, err := env.Kubectl([]byte(manifest), "apply", "--dry-run=server", "-o", "yaml", "-f", "-")
 	if err != nil {
 		t.Fatal(err)

@@ -186,8 +186,8 @@ func TestHelmLint(t *testing.T) {
 
 // TestHelmConfigValues: values.schema.json describes exactly the keys of inject.Config (a new
 // configuration key needs a schema entry, nothing else: the template renders the config map
-// as it is), and the README's complete example configuration, given as the chart's config
-// value, is what the webhook reads from the ConfigMap.
+// as it is), and the configuration reference's complete example (docs/configuration.md),
+// given as the chart's config value, is what the webhook reads from the ConfigMap.
 func TestHelmConfigValues(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join(chartDir(), "values.schema.json"))
 	if err != nil {
@@ -213,7 +213,7 @@ func TestHelmConfigValues(t *testing.T) {
 		}
 	}
 
-	example := readmeConfigExample(t)
+	example := configExample(t)
 	values := "config:\n"
 	for line := range strings.SplitSeq(example, "\n") {
 		if line != "" && !strings.HasPrefix(line, "apiVersion:") && !strings.HasPrefix(line, "kind:") {
@@ -228,14 +228,14 @@ func TestHelmConfigValues(t *testing.T) {
 	newHelm(t, nil).template("-f", file).get(t, "ConfigMap", releaseName+"-config", &cm)
 	got, err := inject.ParseConfig([]byte(cm.Data["config.yaml"]))
 	if err != nil {
-		t.Fatalf("the chart's rendering of the README's example does not parse: %v\n%s", err, cm.Data["config.yaml"])
+		t.Fatalf("the chart's rendering of the documented example does not parse: %v\n%s", err, cm.Data["config.yaml"])
 	}
 	wantCfg, err := inject.ParseConfig([]byte(example))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a, b := mustJSON(t, got), mustJSON(t, wantCfg); a != b {
-		t.Errorf("the chart renders the README's example as\n%s\nwant\n%s", a, b)
+		t.Errorf("the chart renders the documented example as\n%s\nwant\n%s", a, b)
 	}
 }
 
@@ -250,20 +250,6 @@ func (s jsonSchema) keys(prefix string, into *[]string) {
 		*into = append(*into, prefix+name)
 		p.keys(prefix+name+".", into)
 	}
-}
-
-// readmeConfigExample is the complete example of the README's configuration reference (the
-// one TestREADMEConfigurationReference parses).
-func readmeConfigExample(t *testing.T) string {
-	t.Helper()
-	_, reference, _ := strings.Cut(mustRead(t, filepath.Join(RepoRoot(), "README.md")), "\n## Configuration reference\n")
-	start := "```yaml\napiVersion: " + inject.ConfigAPIVersion + "\n"
-	_, example, found := strings.Cut(reference, start)
-	if !found {
-		t.Fatal("the README's configuration reference has no complete example")
-	}
-	example, _, _ = strings.Cut(example, "```")
-	return "apiVersion: " + inject.ConfigAPIVersion + "\n" + example
 }
 
 func mustJSON(t *testing.T, v any) string {
@@ -436,7 +422,7 @@ func toStringMap(m map[string]any) map[string]string {
 
 // TestHelmChart runs the real helm against a control plane of its own with cert-manager's
 // real CRDs, the Emissary and Istio test CRDs and the prometheus-operator's ServiceMonitor
-// CRD: every rendering passes the API server's strict validation, and the README's install
+// CRD: every rendering passes the API server's strict validation, and docs/install.md's install
 // commands give a webhook that injects an Emissary Deployment applied with kubectl, that an
 // upgrade keeps working (the caBundle cert-manager's CA injector filled survives it), and
 // that an uninstall removes cleanly. The chart's webhook configuration is pointed at the
@@ -527,13 +513,13 @@ func testHelmTemplatesApply(t *testing.T, e *Env) {
 	}
 }
 
-// testHelmLifecycle installs the chart with the README's commands, then upgrades and
+// testHelmLifecycle installs the chart with the documented commands, then upgrades and
 // uninstalls it.
 func testHelmLifecycle(t *testing.T, e *Env, cfg *inject.Config) {
 	ctx := context.Background()
 	h := newHelm(t, e)
 	h.postRenderURL = e.WebhookURL
-	installArgs := runREADMEHelmInstall(t, e, h)
+	installArgs := runDocumentedHelmInstall(t, e, h)
 
 	// What helm installed: the webhook configuration, by URL, with no caBundle yet, asking
 	// cert-manager for the serving Certificate's CA.
@@ -621,7 +607,7 @@ func testHelmLifecycle(t *testing.T, e *Env, cfg *inject.Config) {
 	applyEmissary(t, e, "helm-upgraded", cfg)
 
 	// The control: an upgrade that replaces objects instead of merging (--force) does lose
-	// the caBundle, so the checks above can fail. (The README says not to use it.)
+	// the caBundle, so the checks above can fail. (docs/operations.md says not to use it.)
 	upgrade("--force", "--set", "webhook.timeoutSeconds=7,tlsContext.enabled=true")
 	if _, ok := filled(); ok {
 		t.Error("helm upgrade --force kept the caBundle: the upgrade checks above prove nothing")
@@ -645,14 +631,11 @@ func testHelmLifecycle(t *testing.T, e *Env, cfg *inject.Config) {
 	})
 }
 
-// runREADMEHelmInstall runs the commands of the README's "Install with Helm" block (kubectl
-// and helm, against e) and returns the helm install arguments.
-func runREADMEHelmInstall(t *testing.T, e *Env, h *helmCmd) []string {
+// runDocumentedHelmInstall runs the commands of the first sh block of docs/install.md's
+// "Install with Helm" (kubectl and helm, against e) and returns the helm install arguments.
+func runDocumentedHelmInstall(t *testing.T, e *Env, h *helmCmd) []string {
 	t.Helper()
-	_, section, found := strings.Cut(mustRead(t, filepath.Join(RepoRoot(), "README.md")), "\n## Install with Helm\n")
-	if !found {
-		t.Fatal(`README has no "## Install with Helm" section`)
-	}
+	section := docSection(t, installDoc, "Install with Helm")
 	_, block, found := strings.Cut(section, "```sh\n")
 	if !found {
 		t.Fatal("the Helm install section has no sh block")
@@ -670,7 +653,7 @@ func runREADMEHelmInstall(t *testing.T, e *Env, h *helmCmd) []string {
 		switch args[0] {
 		case "kubectl":
 			if _, _, err := e.Kubectl(nil, args[1:]...); err != nil {
-				t.Fatalf("README: %s: %v", line, err)
+				t.Fatalf("%s: %s: %v", installDoc, line, err)
 			}
 		case "helm":
 			helmArgs = args[1:]
@@ -682,11 +665,11 @@ func runREADMEHelmInstall(t *testing.T, e *Env, h *helmCmd) []string {
 			}
 			h.must(helmArgs...)
 		default:
-			t.Fatalf("README: %q is not a kubectl or helm command", line)
+			t.Fatalf("%s: %q is not a kubectl or helm command", installDoc, line)
 		}
 	}
 	if commands != 3 || len(helmArgs) == 0 || helmArgs[0] != "install" {
-		t.Fatalf("the README's Helm install is %d commands ending with helm %v; want three, the last helm install", commands, helmArgs)
+		t.Fatalf("%s's Helm install is %d commands ending with helm %v; want three, the last helm install", installDoc, commands, helmArgs)
 	}
 	return helmArgs
 }
@@ -695,7 +678,7 @@ func runREADMEHelmInstall(t *testing.T, e *Env, h *helmCmd) []string {
 // was stored injected with cfg's sidecar.
 func applyEmissary(t *testing.T, e *Env, name string, cfg *inject.Config) {
 	t.Helper()
-	seed := strings.Replace(mustRead(t, testdata("seed-emissary.yaml")), "  name: ambassador\n", "  name: "+name+"\n", 1)
+	seed := strings.Replace(mustRead(t, testdata("emissary-deployment.yaml")), "  name: ambassador\n", "  name: "+name+"\n", 1)
 	if _, _, err := e.Kubectl([]byte(seed), "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}

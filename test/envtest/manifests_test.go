@@ -158,7 +158,7 @@ func TestManifestsRender(t *testing.T) {
 		check      func(t *testing.T, m *manifests)
 	}{
 		{"base", nil, "", nil, checkBase},
-		{"an overlay that pins the image and replaces the configuration, as the README shows", nil, readmeOverlay,
+		{"an overlay that pins the image and replaces the configuration, as docs/operations.md shows", nil, docsOverlay,
 			map[string]string{"config.yaml": "apiVersion: emissary-istio.io/v1alpha1\nkind: WebhookConfig\nistioVersion: \"1.99.0\"\n"},
 			func(t *testing.T, m *manifests) {
 				var deploy appsv1.Deployment
@@ -208,9 +208,9 @@ func TestManifestsRender(t *testing.T) {
 	}
 }
 
-// readmeOverlay is the README's example of pinning the image and replacing the
-// configuration in an overlay ("Upgrading Istio's proxy version").
-const readmeOverlay = `images:
+// docsOverlay is docs/operations.md's example of pinning the image and replacing the
+// configuration in an overlay ("Upgrading: one way for every change").
+const docsOverlay = `images:
 - name: ghcr.io/emissary-istio/emissary-istio-webhook
   newTag: v9.9.9
 configMapGenerator:

@@ -17,7 +17,7 @@ import (
 )
 
 // TestInjectedPodSecurity pins down, with the API server's own Pod Security admission, the
-// level of the Emissary pod the webhook produces (the README's "Security" section states it):
+// level of the Emissary pod the webhook produces (docs/security.md states it):
 //   - the seed's Emissary pod with the sidecar injected is "baseline", whatever proxyRunAsUser;
 //   - it is not "restricted": with the default proxyRunAsUser 0, istio-proxy runs as root,
 //     which restricted forbids; proxyRunAsUser 1337 removes that violation, and what is left
@@ -26,7 +26,7 @@ import (
 func TestInjectedPodSecurity(t *testing.T) {
 	ensureNamespace(t, "pss-baseline", "pod-security.kubernetes.io/enforce=baseline")
 	ensureNamespace(t, "pss-restricted", "pod-security.kubernetes.io/enforce=restricted")
-	raw, err := os.ReadFile(testdata("seed-emissary.yaml"))
+	raw, err := os.ReadFile(testdata("emissary-deployment.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestInjectedPodSecurity(t *testing.T) {
 			}
 			err := admit("pss-restricted", p)
 			if err == nil {
-				t.Fatal("admitted at restricted; the README says it is not")
+				t.Fatal("admitted at restricted; docs/security.md says it is not")
 			}
 			for _, w := range c.want {
 				if !strings.Contains(err.Error(), w) {

@@ -270,7 +270,7 @@ func (r *agentRun) checkXDS(ctx context.Context) {
 }
 
 // seedFile is the seed's Emissary Deployment as an operator applies it with the webhook.
-var seedFile = filepath.Join(envtest.RepoRoot(), "test", "envtest", "testdata", "seed-emissary.yaml")
+var seedFile = filepath.Join(envtest.RepoRoot(), "test", "envtest", "testdata", "emissary-deployment.yaml")
 
 // applySeed applies the seed's Emissary Deployment in a new namespace ns; see applyEmissary.
 func applySeed(t *testing.T, ns string) *appsv1.Deployment {

@@ -8,7 +8,7 @@
 //
 // The sandbox is the test binary itself, run again with KUBELET_SANDBOX set: a test package
 // that uses this package calls MaybeRunSandbox first thing in its TestMain. It needs root
-// (which the tests have: see the README's machine facts).
+// (which `make test` has: see CONTRIBUTING.md).
 package kubelet
 
 import (

@@ -30,7 +30,7 @@ func root() string {
 // The objects the reviews were recorded for.
 var (
 	// SeedFile is the seed's Emissary Deployment as an operator applies it.
-	SeedFile = filepath.Join(root(), "test", "envtest", "testdata", "seed-emissary.yaml")
+	SeedFile = filepath.Join(root(), "test", "envtest", "testdata", "emissary-deployment.yaml")
 	// MappingFile is the seed's quote-backend Mapping, in namespace default.
 	MappingFile = filepath.Join(root(), "test", "envtest", "testdata", "quote-mapping.yaml")
 )

@@ -40,7 +40,7 @@ import (
 )
 
 // seedFile is the seed's Emissary Deployment, the input of BenchmarkAdmitDeployment too.
-const seedFile = "../../../../test/envtest/testdata/seed-emissary.yaml"
+const seedFile = "../../../../test/envtest/testdata/emissary-deployment.yaml"
 
 var setup = sync.OnceValues(newInjector)
 
@@ -171,9 +171,9 @@ func TestIstioInjectsTheSeedPod(t *testing.T) {
 	}
 }
 
-// BenchmarkIstioInjectSeedPod is one injection by Istio's injector, review bytes in and out.
+// BenchmarkIstioInjectEmissaryPod is one injection by Istio's injector, review bytes in and out.
 // Like the webhook's benchmarks it reports cpu-ns/op, the process's CPU time per review.
-func BenchmarkIstioInjectSeedPod(b *testing.B) {
+func BenchmarkIstioInjectEmissaryPod(b *testing.B) {
 	in, err := setup()
 	if err != nil {
 		b.Fatal(err)
