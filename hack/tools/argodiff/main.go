@@ -2,7 +2,7 @@
 // code Argo CD's application controller compares with) on manifests and the objects an API
 // server stores, so the tests can show what Argo CD reports for the objects the webhook mutates.
 //
-//	argodiff -kubeconfig FILE [-server-side] [-ignore-differences FILE] MANIFEST...
+//	argodiff -kubeconfig FILE [-compare-options OPTIONS] [-ignore-differences FILE] MANIFEST...
 //
 // By default it is Argo CD's default comparison: diff.Diff of the manifest against the live
 // object read from the API server, with no normalizer beyond gitops-engine's own. That is a
@@ -12,8 +12,9 @@
 // -ignore-differences takes the ignoreDifferences list of an Argo CD Application (YAML or JSON,
 // jsonPointers only) and normalizes both sides with it, as Argo CD's ignore normalizer does.
 //
-// -server-side is Argo CD's server-side diff with the mutation webhook included (the compare
-// option ServerSideDiff=true,IncludeMutationWebhook=true): see serverside.go.
+// -compare-options takes the value of an Application's argocd.argoproj.io/compare-options
+// annotation; ServerSideDiff=true,IncludeMutationWebhook=true selects Argo CD's server-side diff
+// with the mutation webhooks included (serverside.go).
 //
 // It writes one JSON verdict per object on stdout and exits 0 whenever it could compare:
 // out of sync is a verdict, not a failure.
@@ -27,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/argoproj/gitops-engine/pkg/diff"
@@ -56,10 +58,10 @@ type verdict struct {
 
 func main() {
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig of the cluster (required)")
-	serverSide := flag.Bool("server-side", false, "server-side diff with the mutation webhook included (ServerSideDiff=true,IncludeMutationWebhook=true)")
+	compareOptions := flag.String("compare-options", "", "an Application's argocd.argoproj.io/compare-options annotation, e.g. ServerSideDiff=true,IncludeMutationWebhook=true")
 	ignoreFile := flag.String("ignore-differences", "", "file with an Application's spec.ignoreDifferences list (jsonPointers)")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: argodiff -kubeconfig FILE [-server-side] [-ignore-differences FILE] MANIFEST...")
+		fmt.Fprintln(os.Stderr, "usage: argodiff -kubeconfig FILE [-compare-options OPTIONS] [-ignore-differences FILE] MANIFEST...")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -67,7 +69,12 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*kubeconfig, *serverSide, *ignoreFile, flag.Args()); err != nil {
+	serverSide, err := parseCompareOptions(*compareOptions)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "argodiff:", err)
+		os.Exit(2)
+	}
+	if err := run(*kubeconfig, serverSide, *ignoreFile, flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "argodiff:", err)
 		os.Exit(1)
 	}
@@ -142,6 +149,30 @@ func run(kubeconfig string, serverSide bool, ignoreFile string, files []string) 
 	return enc.Encode(verdicts)
 }
 
+// parseCompareOptions reads the compare-options annotation as Argo CD does (comma-separated
+// Name=value) and says whether it selects the server-side diff with the mutation webhooks
+// included. ServerSideDiff=true alone (webhook changes removed from the prediction, which
+// needs the cluster's OpenAPI field types) is not implemented here, and is refused rather
+// than answered with another comparison.
+func parseCompareOptions(value string) (serverSide bool, err error) {
+	if value == "" {
+		return false, nil
+	}
+	opts := map[string]string{}
+	for _, o := range strings.Split(value, ",") {
+		name, v, ok := strings.Cut(strings.TrimSpace(o), "=")
+		if !ok {
+			return false, fmt.Errorf("compare option %q is not Name=value", o)
+		}
+		opts[name] = v
+	}
+	serverSide = opts["ServerSideDiff"] == "true"
+	if serverSide && opts["IncludeMutationWebhook"] != "true" {
+		return false, fmt.Errorf("compare options %q: ServerSideDiff=true without IncludeMutationWebhook=true is not implemented here", value)
+	}
+	return serverSide, nil
+}
+
 func describe(obj *unstructured.Unstructured) string {
 	return obj.GetKind() + "/" + obj.GetNamespace() + "/" + obj.GetName()
 }
@@ -195,4 +226,3 @@ func (c *cluster) resource(obj *unstructured.Unstructured) (dynamic.ResourceInte
 	}
 	return c.dynamic.Resource(m.Resource), nil
 }
-

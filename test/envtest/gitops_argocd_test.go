@@ -1,0 +1,64 @@
+package envtest
+
+import (
+	"testing"
+)
+
+// The diffs Argo CD's default comparison shows after a sync: the manifest's value of each
+// field the webhook replaced. (Fields it only added are not in the manifest, and Argo CD's
+// diff leaves those alone.)
+const (
+	argoMappingDiff = `{"spec":{"service":"quote"}}`
+	argoIstioInDiff = `{"spec":{"template":{"metadata":{"annotations":{"sidecar.istio.io/inject":"false"}}}}}`
+)
+
+// TestGitOpsArgoCD runs Argo CD's own diff (gitops-engine v0.7.3's pkg/diff) on what the
+// webhook stores, after objects were synced as Argo CD syncs them (kubectl apply, which
+// leaves the last-applied annotation its three-way diff reads): what it reports with its
+// defaults, that a sync does not change that (self-heal would loop), and that each Application
+// docs/gitops.md shows makes every object in sync while a real drift still shows.
+func TestGitOpsArgoCD(t *testing.T) {
+	argodiff := gitopsTool(t, "argodiff")
+	const meshed, edge = "gitops-argo", "gitops-argo-edge"
+	o := writeGitopsObjects(t, meshed, edge)
+	o.kubectl(t, "apply")
+	o.assertStoredMutated(t, meshed, edge)
+
+	defaults := map[string]string{o.mapping: argoMappingDiff, o.sidecar: "", o.istioIn: argoIstioInDiff}
+	got := runGitopsTool(t, argodiff, o.files...)
+	assertVerdicts(t, "Argo CD's default diff", got, defaults)
+	for _, v := range got {
+		if v.Method != "three-way" {
+			t.Errorf("%s was compared %s, want three-way (kubectl's last-applied annotation)", v.Object, v.Method)
+		}
+	}
+
+	// A sync applies the manifests again; the webhook writes the same again, so the diff
+	// stays: with self-heal, Argo CD would sync forever.
+	o.kubectl(t, "apply")
+	assertVerdicts(t, "Argo CD's default diff after another sync", runGitopsTool(t, argodiff, o.files...), defaults)
+
+	apps := documentedApplications(t)
+	var serverSide, ignoring bool
+	for _, app := range apps {
+		serverSide = serverSide || app.compareOptions != ""
+		ignoring = ignoring || app.ignoreDifferences != nil
+		args := append(app.args(t), o.files...)
+		assertVerdicts(t, "Argo CD's diff with "+app.String(), runGitopsTool(t, argodiff, args...),
+			map[string]string{o.mapping: "", o.sidecar: "", o.istioIn: ""})
+	}
+	if !serverSide || !ignoring {
+		t.Fatalf("docs/gitops.md shows %d Argo CD Applications; want one with compare-options and one with ignoreDifferences", len(apps))
+	}
+
+	// A real drift still shows with every documented setting: someone edits the live Mapping.
+	if _, _, err := env.Kubectl(nil, "patch", "mapping.v3alpha1.getambassador.io", "quote", "-n", meshed,
+		"--type=merge", "-p", `{"spec":{"prefix":"/edited/"}}`); err != nil {
+		t.Fatal(err)
+	}
+	for _, app := range apps {
+		args := append(app.args(t), o.files...)
+		assertVerdicts(t, "Argo CD's diff with "+app.String()+" after an edit", runGitopsTool(t, argodiff, args...),
+			map[string]string{o.mapping: "*", o.sidecar: ""})
+	}
+}
