@@ -1,16 +1,17 @@
 package envtest
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 )
 
-// The diffs Argo CD's default comparison shows after a sync: the manifest's value of each
-// field the webhook replaced. (Fields it only added are not in the manifest, and Argo CD's
-// diff leaves those alone.)
-const (
-	argoMappingDiff = `{"spec":{"service":"quote"}}`
-	argoIstioInDiff = `{"spec":{"template":{"metadata":{"annotations":{"sidecar.istio.io/inject":"false"}}}}}`
-)
+// The diff Argo CD's default comparison shows after a sync: the manifest's value of the one
+// field the webhook replaces, the Mapping's service (Emissary takes the port from nothing
+// else). Fields the webhook only adds (the Mapping's tls, the Deployments' istio-proxy,
+// volumes, env, labels and annotations) are not in the manifest, and Argo CD's diff leaves
+// them alone; the istio-injector mode keeps the manifest's sidecar.istio.io/inject annotation.
+const argoMappingDiff = `{"spec":{"service":"quote"}}`
 
 // TestGitOpsArgoCD runs Argo CD's own diff (gitops-engine v0.7.3's pkg/diff) on what the
 // webhook stores, after objects were synced as Argo CD syncs them (kubectl apply, which
@@ -24,7 +25,7 @@ func TestGitOpsArgoCD(t *testing.T) {
 	o.kubectl(t, "apply")
 	o.assertStoredMutated(t, meshed, edge)
 
-	defaults := map[string]string{o.mapping: argoMappingDiff, o.sidecar: "", o.istioIn: argoIstioInDiff}
+	defaults := map[string]string{o.mapping: argoMappingDiff, o.sidecar: "", o.istioIn: ""}
 	got := runGitopsTool(t, argodiff, o.files...)
 	assertVerdicts(t, "Argo CD's default diff", got, defaults)
 	for _, v := range got {
@@ -49,6 +50,21 @@ func TestGitOpsArgoCD(t *testing.T) {
 	}
 	if !serverSide || !ignoring {
 		t.Fatalf("docs/gitops.md shows %d Argo CD Applications; want one with compare-options and one with ignoreDifferences", len(apps))
+	}
+
+	// A change in Git to the service itself: the server-side diff shows it; ignoreDifferences
+	// hides it (docs/gitops.md says so).
+	changed := filepath.Join(t.TempDir(), "mapping-quote2.yaml")
+	if err := os.WriteFile(changed, []byte(mappingYAML("v3alpha1", meshed, "quote", "  service: quote2\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, app := range apps {
+		want := "*"
+		if app.compareOptions == "" {
+			want = "" // ignored
+		}
+		assertVerdicts(t, "Argo CD's diff with "+app.String()+" after service: quote2 in Git",
+			runGitopsTool(t, argodiff, append(app.args(t), changed)...), map[string]string{o.mapping: want})
 	}
 
 	// A real drift still shows with every documented setting: someone edits the live Mapping.
