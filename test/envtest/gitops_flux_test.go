@@ -54,7 +54,7 @@ func TestGitOpsFlux(t *testing.T) {
 		assertVerdicts(t, "Flux's drift check after the correction", runGitopsTool(t, fluxdiff, o.files...), inSync(o))
 	})
 
-	t.Run("applied with kubectl, then Flux", func(t *testing.T) {
+	t.Run("applied with kubectl then Flux", func(t *testing.T) {
 		const meshed, edge = "gitops-flux-kubectl", "gitops-flux-kubectl-edge"
 		o := writeGitopsObjects(t, meshed, edge)
 		o.kubectl(t, "apply")

@@ -55,6 +55,7 @@ func runGitopsTool(t *testing.T, tool string, args ...string) map[string]gitopsV
 	byObject := map[string]gitopsVerdict{}
 	for _, v := range verdicts {
 		byObject[v.Object] = v
+		t.Logf("%s %s: %s in sync %v %s %s", filepath.Base(tool), strings.Join(args[:len(args)-len(verdicts)], " "), v.Object, v.InSync, v.Method+v.Action, v.Diff)
 	}
 	return byObject
 }
@@ -136,7 +137,8 @@ func (o gitopsObjects) assertStoredMutated(t *testing.T, meshed, edge string) {
 	svc, _, _ := unstructured.NestedString(m.Object, "spec", "service")
 	tls, _, _ := unstructured.NestedString(m.Object, "spec", "tls")
 	if svc != "quote:80" || tls != "istio-upstream" {
-		t.Fatalf("stored Mapping: service %q tls %q, want quote:80 and istio-upstream", svc, tls)
+		stored, _ := yaml.Marshal(m.Object)
+		t.Fatalf("stored Mapping: service %q tls %q, want quote:80 and istio-upstream:\n%s", svc, tls, stored)
 	}
 	if d := getDeployment(t, edge, "edge-sidecar"); countContainers(d, "istio-proxy") != 1 {
 		t.Fatalf("the sidecar-mode Deployment was stored without istio-proxy")

@@ -128,8 +128,9 @@ func diffOne(ctx context.Context, m *ssa.ResourceManager, obj *unstructured.Unst
 }
 
 // applyOne applies as kustomize-controller does: its cleanup of what kubectl left behind
-// (the last-applied annotation, kubectl's field managers), then ssa's Apply, which sends the
-// apply only when the dry-run shows drift.
+// (the last-applied annotation; the field managers named kubectl*, matched by prefix, and
+// before-first-apply; its own pre-SSA manager), then ssa's Apply, which sends the apply only
+// when the dry-run shows drift.
 func applyOne(ctx context.Context, m *ssa.ResourceManager, obj *unstructured.Unstructured) (verdict, error) {
 	opts := ssa.DefaultApplyOptions()
 	opts.Cleanup = ssa.ApplyCleanupOptions{
@@ -137,8 +138,8 @@ func applyOne(ctx context.Context, m *ssa.ResourceManager, obj *unstructured.Uns
 		FieldManagers: []ssa.FieldManager{
 			{Name: "kubectl", OperationType: metav1.ManagedFieldsOperationApply},
 			{Name: "kubectl", OperationType: metav1.ManagedFieldsOperationUpdate},
-			{Name: "kubectl-client-side-apply", OperationType: metav1.ManagedFieldsOperationUpdate},
 			{Name: "before-first-apply", OperationType: metav1.ManagedFieldsOperationUpdate},
+			{Name: owner.Field, OperationType: metav1.ManagedFieldsOperationUpdate},
 		},
 	}
 	entry, err := m.Apply(ctx, obj, opts)
