@@ -108,7 +108,7 @@ func writeGitopsObjects(t *testing.T, meshed, edge string) gitopsObjects {
 		}
 		return d.Object
 	}
-	return gitopsObjects{
+	o := gitopsObjects{
 		files: []string{
 			write("mapping", mapping),
 			write("sidecar", deployment("edge-sidecar", nil)),
@@ -118,6 +118,12 @@ func writeGitopsObjects(t *testing.T, meshed, edge string) gitopsObjects {
 		sidecar: "Deployment/" + edge + "/edge-sidecar",
 		istioIn: "Deployment/" + edge + "/edge-istio-injector",
 	}
+	t.Cleanup(func() {
+		for _, f := range o.files {
+			_, _, _ = env.Kubectl(nil, "delete", "-f", f, "--ignore-not-found")
+		}
+	})
+	return o
 }
 
 func (o gitopsObjects) kubectl(t *testing.T, args ...string) {
