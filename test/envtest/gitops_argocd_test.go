@@ -25,6 +25,13 @@ func TestGitOpsArgoCD(t *testing.T) {
 	o.kubectl(t, "apply")
 	o.assertStoredMutated(t, meshed, edge)
 
+	// kubectl's own diff sends a server-side dry-run, through the webhook: clean (exit 0).
+	for _, f := range o.files {
+		if out, _, err := env.Kubectl(nil, "diff", "-f", f); err != nil {
+			t.Errorf("kubectl diff -f %s: %v\n%s", filepath.Base(f), err, out)
+		}
+	}
+
 	defaults := map[string]string{o.mapping: argoMappingDiff, o.sidecar: "", o.istioIn: ""}
 	got := runGitopsTool(t, argodiff, o.files...)
 	assertVerdicts(t, "Argo CD's default diff", got, defaults)
