@@ -258,6 +258,22 @@ $(TOOLS_BIN)/promql: hack/tools/promql/go.mod hack/tools/promql/go.sum hack/tool
 	@mkdir -p $(TOOLS_BIN)
 	cd hack/tools/promql && go build -trimpath -o $@ .
 
+# fluxdiff and argodiff: Flux's and Argo CD's own drift code as small programs, for the GitOps
+# tests (test/envtest/gitops_*_test.go, docs/gitops.md). Each is a nested module: Flux's ssa
+# pulls in its cli-utils and jsondiff, and Argo CD's gitops-engine v0.7.3 needs Kubernetes 1.23
+# libraries (argodiff's go.mod says how they build). argodiff is about 4 minutes cold on 2 cores.
+.PHONY: gitops-tools
+gitops-tools: $(TOOLS_BIN)/fluxdiff $(TOOLS_BIN)/argodiff ## Build bin/tools/fluxdiff and bin/tools/argodiff, the GitOps tests' engines (once).
+
+$(TOOLS_BIN)/fluxdiff: hack/tools/fluxdiff/go.mod hack/tools/fluxdiff/go.sum $(wildcard hack/tools/fluxdiff/*.go)
+	@mkdir -p $(TOOLS_BIN)
+	cd hack/tools/fluxdiff && go build -trimpath -o $@ .
+
+$(TOOLS_BIN)/argodiff: hack/tools/argodiff/go.mod hack/tools/argodiff/go.sum $(wildcard hack/tools/argodiff/*.go)
+	@mkdir -p $(TOOLS_BIN)
+	@echo ">> building argodiff on Argo CD's gitops-engine (about 4 minutes the first time)"
+	cd hack/tools/argodiff && go build -trimpath -o $@ .
+
 # ---- Emissary's own chart and manifests ----
 
 # What the tests apply as Emissary: its real Helm chart, emissary-crds.yaml (the apiext
@@ -294,6 +310,6 @@ $(EMISSARY_DIR)/.released:
 emissary: $(EMISSARY_DIR)/.released ## Emissary's chart and manifests (its Go module) into bin/emissary/<version> (once).
 
 # `make test` also tests the image (test/image), the chart with the real helm, the
-# dashboard's PromQL and Emissary's own chart and manifests (test/envtest): build or fetch
-# what they run first.
-test: image $(HELM) $(TOOLS_BIN)/promql $(EMISSARY_DIR)/.released
+# dashboard's PromQL, Emissary's own chart and manifests and the GitOps engines' verdicts
+# (test/envtest): build or fetch what they run first.
+test: image $(HELM) $(TOOLS_BIN)/promql $(EMISSARY_DIR)/.released $(TOOLS_BIN)/fluxdiff $(TOOLS_BIN)/argodiff

@@ -27,7 +27,7 @@ import (
 //
 // What the user already has wins, as in sidecar mode: it is not duplicated nor recorded (so
 // strip never removes it), and a warning says so when it differs. The exceptions, recorded in
-// Status.Replaced (or ReplacedLabels) so that strip gives the user's value back, are a value
+// Status.Replaced (or ReplacedLabels) so that strip gives the user's value back, are a label
 // that would keep Istio from injecting (sidecar.istio.io/inject "false") and Istio's two JSON
 // and YAML annotations, into which the missing entry is merged.
 
@@ -65,11 +65,13 @@ func injectIstioInjector(t *corev1.PodTemplateSpec, container string, cfg *Confi
 	m := metadataWriter{t: t, st: st}
 	// Select Istio's injector. Its webhooks select pods by this label, and Istio reads only
 	// "true" as yes: a user's other value is replaced (it would leave Emissary without
-	// certificates), as is an annotation that says no (Istio prefers the label; the annotation
-	// would only mislead a reader).
+	// certificates). An annotation that says no is kept, with a notice: Istio's injector (and
+	// its CNI plugin) read the label first, so it changes nothing, and rewriting a value from
+	// the user's manifest would have a GitOps engine that compares with the manifest (Argo CD's
+	// default diff) report the Deployment out of sync for ever (docs/gitops.md).
 	m.label(LabelIstioInject, "true", true)
 	if v, ok := t.Annotations[AnnotationIstioInject]; ok && !istioWouldInject(v) {
-		m.replaceAnnotation(AnnotationIstioInject, "true", v, "Istio's injector must render "+ProxyContainerName)
+		m.warnings = append(m.warnings, fmt.Sprintf("pod template annotation %s=%q kept: Istio reads the label %s=\"true\" first", AnnotationIstioInject, v, LabelIstioInject))
 	}
 	if cfg.Revision != "" {
 		m.label(LabelIstioRev, cfg.Revision, false)

@@ -92,7 +92,8 @@ func checkMode(t *testing.T, tmpl *corev1.PodTemplateSpec, mode Mode) {
 	if got := tmpl.Labels[LabelIstioInject] == "true"; got == sidecar {
 		t.Errorf("%s: label %s=%q", mode, LabelIstioInject, tmpl.Labels[LabelIstioInject])
 	}
-	if got := tmpl.Annotations[AnnotationIstioInject] == "false"; got != sidecar {
+	// In istio-injector mode the user's annotation that says no may stay: Istio reads the label.
+	if sidecar && tmpl.Annotations[AnnotationIstioInject] != "false" {
 		t.Errorf("%s: annotation %s=%q", mode, AnnotationIstioInject, tmpl.Annotations[AnnotationIstioInject])
 	}
 	if _, got := tmpl.Annotations[AnnotationProxyConfig]; got == sidecar {

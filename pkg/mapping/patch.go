@@ -53,3 +53,50 @@ func Patch(obj map[string]interface{}, d Decision) ([]byte, error) {
 	}
 	return p.Bytes()
 }
+
+// WithLostMarker is obj, or, when an UPDATE dropped the AnnotationDefaulted that stored (the
+// object before it) carries but kept the spec.tls that annotation records, a copy of obj with
+// the annotation back: that tls is still the webhook's, to be decided again. Server-side
+// apply can do that: mutating webhooks' additions are owned by no field manager, and Flux
+// (kustomize-controller) taking over what kubectl applied adopts kubectl's ownership of the
+// annotations map, so its first apply, whose manifest has no annotations, removes the map with
+// the webhook's annotation in it while spec.tls stays. Decided without it, the tls would pass
+// for the user's and the port-less service would not be pinned: Emissary would use 443.
+func WithLostMarker(obj, stored map[string]interface{}) map[string]interface{} {
+	oldTLS, oldMarker, _ := tlsAndMarker(stored)
+	tls, _, marked := tlsAndMarker(obj)
+	if marked || oldTLS == "" || oldMarker != oldTLS || tls != oldTLS {
+		return obj
+	}
+	meta, metaOK := obj["metadata"].(map[string]interface{})
+	annotations, annotationsOK := meta["annotations"].(map[string]interface{})
+	if !metaOK || (meta["annotations"] != nil && !annotationsOK) {
+		return obj // not a Mapping Decide accepts: left to it
+	}
+	withMarker := map[string]interface{}{AnnotationDefaulted: tls}
+	for k, v := range annotations {
+		withMarker[k] = v
+	}
+	copyMeta := map[string]interface{}{}
+	for k, v := range meta {
+		copyMeta[k] = v
+	}
+	copyMeta["annotations"] = withMarker
+	copyObj := map[string]interface{}{}
+	for k, v := range obj {
+		copyObj[k] = v
+	}
+	copyObj["metadata"] = copyMeta
+	return copyObj
+}
+
+// tlsAndMarker reads spec.tls (when a string) and the AnnotationDefaulted of a Mapping.
+func tlsAndMarker(o map[string]interface{}) (tls, marker string, marked bool) {
+	spec, _ := o["spec"].(map[string]interface{})
+	meta, _ := o["metadata"].(map[string]interface{})
+	annotations, _ := meta["annotations"].(map[string]interface{})
+	tls, _ = spec["tls"].(string)
+	v, marked := annotations[AnnotationDefaulted]
+	marker, _ = v.(string)
+	return tls, marker, marked
+}

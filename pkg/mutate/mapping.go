@@ -47,7 +47,11 @@ func (h *MappingHandler) Handle(ctx context.Context, req admission.Request) admi
 
 	log := logf.FromContext(ctx)
 	cfg := &h.Config.Load().Mapping
-	dec, err := mapping.Decide(obj, cfg, cfg.Lookup(ctx, h.Namespaces))
+	var stored map[string]interface{}
+	if req.Operation == admissionv1.Update {
+		stored = storedMapping(req)
+	}
+	dec, err := mapping.Decide(mapping.WithLostMarker(obj, stored), cfg, cfg.Lookup(ctx, h.Namespaces))
 	if err != nil {
 		// Decided as if the namespace did not exist: nothing set, nothing taken away.
 		log.Error(err, "namespace lookup failed; the Mapping is left unchanged")
@@ -73,7 +77,7 @@ func (h *MappingHandler) Handle(ctx context.Context, req admission.Request) admi
 	resp := patchedResponse(dec.Message, patch)
 	// An UPDATE that gets back what is stored (a client-side re-apply of the original file
 	// resets the pinned service, and the patch pins it again) changes nothing for the user.
-	if req.Operation == admissionv1.Update && dec.Restores(storedMapping(req)) {
+	if req.Operation == admissionv1.Update && dec.Restores(stored) {
 		h.Metrics.observe(kindMapping, actionUnchanged, mapping.ReasonUpToDate, start)
 		resp.Warnings = dec.Warnings
 		return resp
