@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -175,7 +176,7 @@ func testHelmTest(t *testing.T, e *Env, h *helmCmd) {
 		}
 	}
 	t.Logf("helm test passed:\n%s", logs)
-	checkSelftestCleanedUp(t, e)
+	checkNamespaceDeleted(t, e, selftestPod)
 
 	// The control: the same `helm test` without the webhook configuration.
 	mwc := webhookConfiguration(t, e)
@@ -198,10 +199,10 @@ func testHelmTest(t *testing.T, e *Env, h *helmCmd) {
 		}
 	}
 	t.Logf("helm test failed as it should: %v\n%s", err, logs)
-	checkSelftestCleanedUp(t, e)
+	checkNamespaceDeleted(t, e, selftestPod)
 
 	// Put it back as it was (caBundle included) for what follows.
-	mwc.ResourceVersion, mwc.UID, mwc.CreationTimestamp = "", "", metav1.Time{}
+	mwc.ResourceVersion, mwc.UID, mwc.CreationTimestamp, mwc.Generation, mwc.ManagedFields = "", "", metav1.Time{}, 0, nil
 	if err := e.Client.Create(ctx, mwc); err != nil {
 		t.Fatal(err)
 	}
@@ -210,14 +211,14 @@ func testHelmTest(t *testing.T, e *Env, h *helmCmd) {
 	}
 }
 
-// checkSelftestCleanedUp: the selftest deleted its namespace (the API server has no
+// checkNamespaceDeleted: the selftest deleted its namespace name (the API server has no
 // namespace controller here to finish the deletion: it is gone or terminating).
-func checkSelftestCleanedUp(t *testing.T, e *Env) {
+func checkNamespaceDeleted(t *testing.T, e *Env, name string) {
 	t.Helper()
 	ns := &corev1.Namespace{}
-	err := e.Client.Get(context.Background(), client.ObjectKey{Name: selftestPod}, ns)
+	err := e.Client.Get(context.Background(), client.ObjectKey{Name: name}, ns)
 	if err == nil && ns.DeletionTimestamp == nil {
-		t.Errorf("the selftest left its namespace %s", selftestPod)
+		t.Errorf("the selftest left its namespace %s", name)
 	}
 	// A namespace stuck terminating (no namespace controller) would make the next run wait:
 	// finish the deletion as the namespace controller would, the namespace being empty.
@@ -227,5 +228,40 @@ func checkSelftestCleanedUp(t *testing.T, e *Env) {
 		if _, err := cs.CoreV1().Namespaces().Finalize(context.Background(), ns, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestSelftestCLI: `webhook selftest` run from outside the cluster (--kubeconfig) against the
+// shared control plane: it passes and cleans up; with Mapping defaulting off it checks the
+// Deployment and says it skipped the Mapping; it never takes over a namespace that is not
+// its own.
+func TestSelftestCLI(t *testing.T) {
+	selftest := func(args ...string) (string, error) {
+		cmd := exec.Command(webhookBinary(t), append([]string{"selftest", "--kubeconfig", env.Kubeconfig}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := selftest("--namespace", "selftest-cli")
+	if err != nil || !strings.Contains(out, "ok: Deployment came back injected") || !strings.Contains(out, "ok: Mapping came back with tls: istio-upstream") {
+		t.Fatalf("selftest: %v\n%s", err, out)
+	}
+	checkNamespaceDeleted(t, env, "selftest-cli")
+
+	config := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(config, []byte("apiVersion: "+inject.ConfigAPIVersion+"\nkind: "+inject.ConfigKind+"\nmapping:\n  meshedNamespaceSelectors: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = selftest("--namespace", "selftest-cli-off", "--config", config)
+	if err != nil || !strings.Contains(out, "ok: Deployment") || !strings.Contains(out, "skipped: Mapping: mapping.meshedNamespaceSelectors is empty") {
+		t.Fatalf("selftest with Mapping defaulting off: %v\n%s", err, out)
+	}
+	checkNamespaceDeleted(t, env, "selftest-cli-off")
+
+	if out, err := selftest("--namespace", "default"); err == nil || !strings.Contains(out, "namespace default exists and is not a selftest's") {
+		t.Fatalf("selftest in namespace default: %v\n%s", err, out)
+	}
+	ns := &corev1.Namespace{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Name: "default"}, ns); err != nil || ns.DeletionTimestamp != nil {
+		t.Fatalf("namespace default after the refused selftest: %v %v", err, ns.DeletionTimestamp)
 	}
 }
