@@ -17,8 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
@@ -59,15 +57,9 @@ service account (the chart's helm test gives it the permissions it needs).`,
 			if err != nil {
 				return err
 			}
-			loading := clientcmd.NewDefaultClientConfigLoadingRules()
-			loading.ExplicitPath = o.kubeconfig
-			restCfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(loading, nil).ClientConfig()
+			c, err := newClusterClient("selftest", o.kubeconfig)
 			if err != nil {
-				return fmt.Errorf("selftest: kubernetes client configuration: %w", err)
-			}
-			c, err := client.New(restCfg, client.Options{Scheme: clientgoscheme.Scheme})
-			if err != nil {
-				return fmt.Errorf("selftest: %w", err)
+				return err
 			}
 			return selftest(cmd.Context(), c, cfg, o, cmd.OutOrStdout())
 		},
