@@ -76,7 +76,8 @@ func TestHelmChartEdges(t *testing.T) {
 			if psc == nil || psc.RunAsUser != nil || psc.FSGroup != nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
 				t.Errorf("%s: podSecurityContext override rendered as %+v", what, psc)
 			}
-			if sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 1000650000 {
+			// Merged into the default: the rest of the restricted settings stay.
+			if sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 1000650000 || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 				t.Errorf("%s: securityContext override rendered as %+v", what, sc)
 			}
 		}

@@ -47,8 +47,8 @@ var allOptions = []string{"--set", "tlsContext.enabled=true,tracing.enabled=true
 // maxUnavailable as a percentage, and the namespaceSelector labels the helm test's namespace
 // must carry.
 var overrides = []string{"--set-json", `replicaCount=1`,
-	"--set-json", `podSecurityContext={"runAsNonRoot":true,"seccompProfile":{"type":"RuntimeDefault"}}`,
-	"--set-json", `securityContext={"allowPrivilegeEscalation":false,"readOnlyRootFilesystem":true,"runAsNonRoot":true,"capabilities":{"drop":["ALL"]},"seccompProfile":{"type":"RuntimeDefault"},"runAsUser":1000650000}`,
+	"--set-json", `podSecurityContext={"runAsUser":null,"runAsGroup":null,"fsGroup":null}`,
+	"--set-json", `securityContext={"runAsUser":1000650000}`,
 	"--set-json", `podDisruptionBudget={"enabled":true,"maxUnavailable":"50%"}`,
 	"--set-json", `webhook.namespaceSelector={"matchLabels":{"team":"edge","env":"prod"}}`,
 }
