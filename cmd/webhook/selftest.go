@@ -93,7 +93,7 @@ func selftest(ctx context.Context, c client.Client, cfg *inject.Config, o selfte
 	fmt.Fprintf(out, "namespace %s, labels %v\n", o.namespace, namespaceLabels(meshed, o.namespaceLabels))
 
 	var failed []string
-	if msg, err := until(ctx, func() (string, bool, error) { return probeDeployment(ctx, c, o.namespace) }); err != nil {
+	if msg, err := until(ctx, func(ctx context.Context) (string, bool, error) { return probeDeployment(ctx, c, o.namespace) }); err != nil {
 		failed = append(failed, "Deployment: "+msg)
 	} else {
 		fmt.Fprintln(out, "ok: Deployment", msg)
@@ -106,7 +106,9 @@ func selftest(ctx context.Context, c client.Client, cfg *inject.Config, o selfte
 	case meshErr != nil:
 		fmt.Fprintln(out, "skipped: Mapping:", meshErr)
 	default:
-		msg, err := until(ctx, func() (string, bool, error) { return probeMapping(ctx, c, gvk, o.namespace, cfg.Mapping.TLSContext) })
+		msg, err := until(ctx, func(ctx context.Context) (string, bool, error) {
+			return probeMapping(ctx, c, gvk, o.namespace, cfg.Mapping.TLSContext)
+		})
 		if err != nil {
 			failed = append(failed, "Mapping: "+msg)
 		} else {
@@ -163,10 +165,14 @@ func selftestNamespace(ctx context.Context, c client.Client, name string, meshed
 	return c.Update(ctx, existing)
 }
 
-// until calls check until it reports done, fails or ctx ends; the message is the last one.
-func until(ctx context.Context, check func() (string, bool, error)) (string, error) {
+// until calls check until it reports done, fails or ctx ends, and at least once (a check
+// after another that used all the time still gets its answer); each call has its own
+// context. The message is the last one.
+func until(ctx context.Context, check func(context.Context) (string, bool, error)) (string, error) {
 	for {
-		msg, done, err := check()
+		callCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		msg, done, err := check(callCtx)
+		cancel()
 		switch {
 		case err != nil:
 			return err.Error(), err

@@ -192,7 +192,7 @@ func testHelmTest(t *testing.T, e *Env, h *helmCmd) {
 	if err == nil {
 		t.Fatalf("helm test passed without the webhook registered:\n%s", logs)
 	}
-	for _, want := range []string{"FAIL: Deployment: came back without the emissary-istio.io/status annotation", "FAIL: Mapping:",
+	for _, want := range []string{"FAIL: Deployment: came back without the emissary-istio.io/status annotation", "FAIL: Mapping: came back with tls: <nil> and service: selftest,",
 		"MutatingWebhookConfiguration " + webhookName + " is not registered"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("the failed selftest does not say %q:\n%s", want, logs)
