@@ -9,9 +9,10 @@ import (
 	"time"
 )
 
-// MaxBundleCAs is how many CAs MergeCABundle keeps in a caBundle. In --self-signed mode every
-// replica has its own CA, so the bundle must hold every live replica's during a rolling
-// update (replicas + maxSurge) plus the ones just replaced by renewals; ten leaves room.
+// MaxBundleCAs is how many CAs a caBundle keeps by default (`serve --max-bundle-cas`). In
+// --self-signed mode every replica has its own CA, so the bundle must hold every live
+// replica's during a rolling update (replicas + maxSurge), old and new while one renews:
+// 2 x (replicas + 1). Ten fits up to 4 replicas; the chart raises it with replicaCount.
 const MaxBundleCAs = 10
 
 // MergeCABundle returns a caBundle that trusts ca, made from current (a webhook

@@ -55,37 +55,53 @@ func TestMergeCABundle(t *testing.T) {
 	}
 }
 
-// Two replicas with their own CA that each merge whatever the other wrote settle on a bundle
-// that trusts both, after which neither writes again.
+// Replicas with their own CA that each merge whatever the others wrote settle on a bundle
+// that trusts them all, after which none writes again, as long as max holds them all; with
+// more replicas than max (the control) they push each other out forever. The chart sizes
+// --max-bundle-cas from replicaCount for this reason.
 func TestMergeCABundleReplicasSettle(t *testing.T) {
 	now := time.Now()
-	var replicas [][]byte
-	for range 2 {
-		b, err := Generate(Options{Hosts: []string{"localhost"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		replicas = append(replicas, b.CACert)
-	}
-	var bundle []byte
-	writes := 0
-	for round := range 5 {
-		for _, ca := range replicas {
-			merged, changed, err := MergeCABundle(bundle, ca, MaxBundleCAs, now)
+	for _, c := range []struct {
+		replicas, max int
+		settle        bool
+	}{
+		{2, MaxBundleCAs, true},
+		{MaxBundleCAs, MaxBundleCAs, true},
+		{MaxBundleCAs + 1, MaxBundleCAs, false},
+		{MaxBundleCAs + 1, 2 * (MaxBundleCAs + 2), true}, // what the chart sets for 11 replicas
+	} {
+		var replicas [][]byte
+		for range c.replicas {
+			b, err := Generate(Options{Hosts: []string{"localhost"}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if changed {
-				writes++
-				if round > 0 {
-					t.Fatalf("round %d: a replica still rewrites the bundle", round)
-				}
-			}
-			bundle = merged
+			replicas = append(replicas, b.CACert)
 		}
-	}
-	if writes != 2 || !Trusts(bundle, replicas[0]) || !Trusts(bundle, replicas[1]) {
-		t.Fatalf("writes=%d, trusts both=%v %v; want 2 writes and both trusted", writes, Trusts(bundle, replicas[0]), Trusts(bundle, replicas[1]))
+		var bundle []byte
+		writes, lastWriteRound := 0, -1
+		for round := range 5 {
+			for _, ca := range replicas {
+				merged, changed, err := MergeCABundle(bundle, ca, c.max, now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if changed {
+					writes++
+					lastWriteRound = round
+				}
+				bundle = merged
+			}
+		}
+		trustsAll := true
+		for _, ca := range replicas {
+			trustsAll = trustsAll && Trusts(bundle, ca)
+		}
+		settled := lastWriteRound == 0 && writes == c.replicas && trustsAll
+		if settled != c.settle {
+			t.Errorf("%d replicas, max %d: settled=%v (writes %d, last in round %d, trusts all %v), want %v",
+				c.replicas, c.max, settled, writes, lastWriteRound, trustsAll, c.settle)
+		}
 	}
 }
 

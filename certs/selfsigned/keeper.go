@@ -6,6 +6,7 @@
 package selfsigned
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +41,10 @@ type Options struct {
 	Validity time.Duration
 	// WebhookConfigName is the MutatingWebhookConfiguration whose caBundle is kept.
 	WebhookConfigName string
+	// MaxCAs is how many CAs the caBundle keeps (certs.MergeCABundle); 0 means
+	// certs.MaxBundleCAs. It must hold every live replica's CA, old and new during renewals:
+	// with fewer, replicas push each other's CA out in turn and never settle.
+	MaxCAs int
 }
 
 // Timing of a Keeper.
@@ -68,6 +73,7 @@ type Keeper struct {
 	webhooks typedadmissionv1.MutatingWebhookConfigurationInterface
 	name     string
 	certDir  string
+	maxCAs   int
 	opts     certs.Options // hosts and validity of new certificates
 	log      logr.Logger
 
@@ -83,6 +89,9 @@ func New(restCfg *rest.Config, opts Options, log logr.Logger) (*Keeper, error) {
 	if opts.Validity < time.Second {
 		return nil, fmt.Errorf("selfsigned: the validity must be at least 1s, got %s", opts.Validity)
 	}
+	if opts.MaxCAs < 0 || opts.MaxCAs == 1 {
+		return nil, fmt.Errorf("selfsigned: the caBundle must keep at least 2 CAs (a renewal trusts the old and the new one), got %d", opts.MaxCAs)
+	}
 	cs, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return nil, fmt.Errorf("selfsigned: %w", err)
@@ -91,6 +100,7 @@ func New(restCfg *rest.Config, opts Options, log logr.Logger) (*Keeper, error) {
 		webhooks: cs.AdmissionregistrationV1().MutatingWebhookConfigurations(),
 		name:     opts.WebhookConfigName,
 		certDir:  opts.CertDir,
+		maxCAs:   cmp.Or(opts.MaxCAs, certs.MaxBundleCAs),
 		opts:     certs.Options{Hosts: opts.Hosts, Validity: opts.Validity},
 		log:      log,
 		changed:  make(chan struct{}, 1),
@@ -188,7 +198,7 @@ func (k *Keeper) sync(ctx context.Context) error {
 		for i := range mwc.Webhooks {
 			cc := &mwc.Webhooks[i].ClientConfig
 			trusted = trusted && certs.Trusts(cc.CABundle, ca)
-			merged, ch, err := certs.MergeCABundle(cc.CABundle, ca, certs.MaxBundleCAs, time.Now())
+			merged, ch, err := certs.MergeCABundle(cc.CABundle, ca, k.maxCAs, time.Now())
 			if err != nil {
 				return err
 			}

@@ -65,15 +65,9 @@ unchanged file sends no request).`,
 			if err != nil {
 				return err
 			}
-			loading := clientcmd.NewDefaultClientConfigLoadingRules()
-			loading.ExplicitPath = kubeconfig
-			restCfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(loading, nil).ClientConfig()
+			c, err := newClusterClient("audit", kubeconfig)
 			if err != nil {
-				return fmt.Errorf("audit: kubernetes client configuration: %w", err)
-			}
-			c, err := client.New(restCfg, client.Options{Scheme: clientgoscheme.Scheme})
-			if err != nil {
-				return fmt.Errorf("audit: %w", err)
+				return err
 			}
 			findings, err := audit(cmd.Context(), c, cfg)
 			if err != nil {
@@ -216,4 +210,20 @@ func listMappings(ctx context.Context, c client.Client) ([]unstructured.Unstruct
 		}
 	}
 	return nil, nil
+}
+
+// newClusterClient is a client for kubeconfig, or by kubectl's rules when it is empty (inside
+// a pod: the pod's service account); errors start with the subcommand's name.
+func newClusterClient(subcommand, kubeconfig string) (client.Client, error) {
+	loading := clientcmd.NewDefaultClientConfigLoadingRules()
+	loading.ExplicitPath = kubeconfig
+	restCfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(loading, nil).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("%s: kubernetes client configuration: %w", subcommand, err)
+	}
+	c, err := client.New(restCfg, client.Options{Scheme: clientgoscheme.Scheme})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", subcommand, err)
+	}
+	return c, nil
 }

@@ -1,5 +1,6 @@
 // Command webhook is the emissary-istio-webhook binary: the admission server (`serve`, the
-// default), the offline injector (`inject`), a cluster audit (`audit`) and `version`.
+// default), the offline injector (`inject`), a cluster audit (`audit`), the chart's `helm test`
+// (`selftest`) and `version`.
 package main
 
 import (
@@ -30,7 +31,7 @@ whose upstream is in an Istio-meshed namespace. Without a subcommand it runs "se
 		RunE: serve.RunE,
 	}
 	root.Flags().AddFlagSet(serve.Flags())
-	root.AddCommand(serve, newInjectCommand(), newAuditCommand(), newVersionCommand())
+	root.AddCommand(serve, newInjectCommand(), newAuditCommand(), newSelftestCommand(), newVersionCommand())
 	return root
 }
 

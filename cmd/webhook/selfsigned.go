@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/emissary-istio/emissary-istio-webhook/certs"
 	"github.com/emissary-istio/emissary-istio-webhook/certs/selfsigned"
 )
 
@@ -19,6 +20,7 @@ type selfSignedOptions struct {
 	dnsNames          []string
 	webhookConfigName string
 	validity          time.Duration
+	maxCAs            int
 }
 
 func (o *selfSignedOptions) bindFlags(f *pflag.FlagSet) {
@@ -31,6 +33,7 @@ func (o *selfSignedOptions) bindFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.serviceNamespace, "service-namespace", namespace, "with --self-signed: the Service's namespace (the default is $POD_NAMESPACE when set)")
 	f.StringSliceVar(&o.dnsNames, "dns-names", nil, "with --self-signed: the certificate's DNS names and IP addresses, instead of <service-name>.<service-namespace>.svc[.cluster.local]")
 	f.StringVar(&o.webhookConfigName, "webhook-config-name", "emissary-istio-webhook", "with --self-signed: the MutatingWebhookConfiguration whose caBundle to keep")
+	f.IntVar(&o.maxCAs, "max-bundle-cas", certs.MaxBundleCAs, "with --self-signed: how many CAs the caBundle keeps; at least twice the replicas a rolling update runs at once (every replica's CA, old and new while it renews)")
 	f.DurationVar(&o.validity, "cert-validity", 365*24*time.Hour, "with --self-signed: validity of the CA and serving certificate; a new pair is made when a third of it is left")
 }
 
@@ -49,5 +52,8 @@ func (o *selfSignedOptions) keeperOptions(certDir string) (selfsigned.Options, e
 	if o.validity < time.Second {
 		return selfsigned.Options{}, fmt.Errorf("serve: --cert-validity must be at least 1s, got %s", o.validity)
 	}
-	return selfsigned.Options{CertDir: certDir, Hosts: o.hosts(), Validity: o.validity, WebhookConfigName: o.webhookConfigName}, nil
+	if o.maxCAs < 2 {
+		return selfsigned.Options{}, fmt.Errorf("serve: --max-bundle-cas must be at least 2, got %d", o.maxCAs)
+	}
+	return selfsigned.Options{CertDir: certDir, Hosts: o.hosts(), Validity: o.validity, WebhookConfigName: o.webhookConfigName, MaxCAs: o.maxCAs}, nil
 }

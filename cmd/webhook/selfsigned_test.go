@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/spf13/pflag"
+
+	"github.com/emissary-istio/emissary-istio-webhook/certs"
 )
 
 // The certificate must name what the API server dials: <service>.<namespace>.svc for the
@@ -38,5 +40,30 @@ func TestSelfSignedHosts(t *testing.T) {
 				t.Errorf("hosts() = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// --max-bundle-cas reaches the keeper (the chart sets it from replicaCount); fewer than 2
+// (a renewal trusts the old CA and the new) is refused.
+func TestSelfSignedMaxBundleCAs(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int
+		err  bool
+	}{
+		{nil, certs.MaxBundleCAs, false},
+		{[]string{"--max-bundle-cas=24"}, 24, false},
+		{[]string{"--max-bundle-cas=1"}, 0, true},
+	} {
+		var o selfSignedOptions
+		f := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+		o.bindFlags(f)
+		if err := f.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		got, err := o.keeperOptions(t.TempDir())
+		if (err != nil) != tc.err || got.MaxCAs != tc.want {
+			t.Errorf("%v: MaxCAs %d, error %v; want %d, error %v", tc.args, got.MaxCAs, err, tc.want, tc.err)
+		}
 	}
 }

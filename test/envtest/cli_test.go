@@ -23,11 +23,16 @@ var (
 )
 
 // webhookBinary builds cmd/webhook once per test run: the CLI is tested as users run it.
+// Static (CGO_ENABLED=0) and -trimpath, as `make image` builds it (so `make test` finds it in
+// the build cache): the helm test runs it as the image's entrypoint in a pod's root, which
+// has no C library.
 func webhookBinary(t *testing.T) string {
 	t.Helper()
 	webhookBinOnce.Do(func() {
 		webhookBin = filepath.Join(env.Dir, "webhook")
-		out, err := exec.Command("go", "build", "-o", webhookBin, filepath.Join(RepoRoot(), "cmd", "webhook")).CombinedOutput()
+		cmd := exec.Command("go", "build", "-trimpath", "-o", webhookBin, filepath.Join(RepoRoot(), "cmd", "webhook"))
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		out, err := cmd.CombinedOutput()
 		if err != nil {
 			webhookBinErr = err
 			webhookBin = string(out)

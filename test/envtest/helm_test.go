@@ -39,7 +39,19 @@ const (
 
 // allOptions turns on every optional piece of the chart.
 var allOptions = []string{"--set", "tlsContext.enabled=true,tracing.enabled=true,strictMTLS.enabled=true," +
-	"prometheus.enabled=true,prometheus.serviceMonitor.enabled=true,grafana.dashboard.enabled=true"}
+	"prometheus.enabled=true,prometheus.serviceMonitor.enabled=true,grafana.dashboard.enabled=true," +
+	"networkPolicy.enabled=true,networkPolicy.metricsNamespaces={istio-system,monitoring}"}
+
+// overrides sets every other new value away from its default: one replica (the PDB must not
+// block), a securityContext without fixed IDs (as OpenShift's restricted SCC wants),
+// maxUnavailable as a percentage, and the namespaceSelector labels the helm test's namespace
+// must carry.
+var overrides = []string{"--set-json", `replicaCount=1`,
+	"--set-json", `podSecurityContext={"runAsUser":null,"runAsGroup":null,"fsGroup":null}`,
+	"--set-json", `securityContext={"runAsUser":1000650000}`,
+	"--set-json", `podDisruptionBudget={"enabled":true,"maxUnavailable":"50%"}`,
+	"--set-json", `webhook.namespaceSelector={"matchLabels":{"team":"edge","env":"prod"}}`,
+}
 
 func chartDir() string { return filepath.Join(RepoRoot(), "charts", chartName) }
 
@@ -156,7 +168,7 @@ func kubeVersion(t *testing.T) string {
 // Kubernetes versions without matchConditions.
 func TestHelmLint(t *testing.T) {
 	h := newHelm(t, nil)
-	for _, args := range [][]string{nil, allOptions, append(slices.Clone(allOptions), "--set", "tls.mode=self-signed")} {
+	for _, args := range [][]string{nil, allOptions, append(slices.Clone(allOptions), "--set", "tls.mode=self-signed"), append(slices.Clone(allOptions), overrides...)} {
 		out := h.must(append([]string{"lint", chartDir(), "--strict", "--namespace", releaseNamespace, "--kube-version", kubeVersion(t)}, args...)...)
 		if !strings.Contains(out, "0 chart(s) failed") {
 			t.Errorf("helm lint %v:\n%s", args, out)
@@ -173,6 +185,13 @@ func TestHelmLint(t *testing.T) {
 		{"tls.mode=vault", "mode"},
 		{"image.digest=latest", "digest"},
 		{"replicas=3", "replicas"}, // replicaCount, misspelt
+		{"replicaCount=0", "replicaCount"},
+		{"podDisruptionBudget.maxUnavailable=0", "maxUnavailable"},
+		{"podDisruptionBudget.maxUnavailable=0%", "maxUnavailable"},
+		{"podDisruptionBudget.minAvailable=1", "minAvailable"}, // blocks drains: gone
+		{"networkPolicy.metricsNamespaces={Not_A_Namespace}", "metricsNamespaces"},
+		{"networkPolicy.bogus=1", "bogus"},
+		{"podSecurityContext=root", "podSecurityContext"},
 	} {
 		_, err := h.run("template", releaseName, chartDir(), "--kube-version", kubeVersion(t), "--set", c.set)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -266,8 +285,10 @@ func mustJSON(t *testing.T, v any) string {
 // (kind, namespace, name) with the same content. What may differ, by design: the chart's
 // labels are a superset (Helm's standard ones), its selectors add the release's instance
 // label, its pods carry a checksum of the configuration (kustomize puts a hash in the
-// ConfigMap's name instead), the TLSContext is kept on uninstall, and it does not create its
-// own Namespace (`helm install` does not own namespaces).
+// ConfigMap's name instead), the TLSContext and the PeerAuthentication are kept on uninstall,
+// the dashboard ConfigMap is named per release, and it does not create its own Namespace
+// (`helm install` does not own namespaces). The helm test's objects (hooks) have no
+// kustomize counterpart.
 func TestHelmChartMatchesKustomize(t *testing.T) {
 	h := newHelm(t, nil)
 	cases := []struct {
@@ -313,6 +334,9 @@ func byIdentity(t *testing.T, m *manifests, fromChart bool) map[string]*unstruct
 	t.Helper()
 	out := map[string]*unstructured.Unstructured{}
 	for _, u := range m.objects {
+		if _, hook := u.GetAnnotations()["helm.sh/hook"]; hook {
+			continue // the helm test's objects (TestHelmChartEdges)
+		}
 		u = u.DeepCopy()
 		if !fromChart && u.GetKind() == "Deployment" {
 			// The generated ConfigMap's hashed name, where the Deployment mounts it.
@@ -326,6 +350,13 @@ func byIdentity(t *testing.T, m *manifests, fromChart bool) map[string]*unstruct
 		}
 		if name := u.GetName(); u.GetKind() == "ConfigMap" && strings.HasPrefix(name, webhookName+"-config-") {
 			u.SetName(webhookName + "-config")
+		}
+		// The chart names the dashboard ConfigMap and its file per release
+		// (TestHelmChartEdges); the kustomize component's name is fixed.
+		if fromChart && u.GetKind() == "ConfigMap" && u.GetName() == releaseName+"-dashboard" {
+			data, _, _ := unstructured.NestedStringMap(u.Object, "data")
+			_ = unstructured.SetNestedStringMap(u.Object, map[string]string{filepath.Base(dashboardFile): data[releaseName+"-dashboard.json"]}, "data")
+			u.SetName("emissary-istio-dashboard")
 		}
 		id := u.GetKind() + "/" + u.GetNamespace() + "/" + u.GetName()
 		if _, dup := out[id]; dup {
@@ -500,6 +531,7 @@ func testHelmTemplatesApply(t *testing.T, e *Env) {
 		allOptions,
 		append(slices.Clone(allOptions), "--set", "tls.mode=self-signed"),
 		{"--set", "tls.certManager.issuerRef.kind=ClusterIssuer,tls.certManager.issuerRef.name=my-ca"},
+		append(append(slices.Clone(allOptions), "--set", "tls.mode=self-signed"), overrides...),
 	} {
 		rendered := h.must(append([]string{"template", releaseName, chartDir(), "--namespace", ns, "--kube-version", kubeVersion(t)}, values...)...)
 		out, stderr, err := e.Kubectl([]byte(rendered), "apply", "--server-side", "--dry-run=server", "--validate=strict", "-f", "-")
@@ -573,6 +605,7 @@ func testHelmLifecycle(t *testing.T, e *Env, cfg *inject.Config) {
 		t.Fatal(err)
 	}
 	applyEmissary(t, e, "helm-installed", cfg)
+	t.Run("helm test", func(t *testing.T) { testHelmTest(t, e, h) })
 
 	// The chart does not render caBundle (the release's manifest has none): helm's
 	// three-way merge must leave the live one alone on upgrade.
@@ -591,7 +624,7 @@ func testHelmLifecycle(t *testing.T, e *Env, cfg *inject.Config) {
 		t.Fatalf("helm upgrade with the same values lost the caBundle: %s", msg)
 	}
 	// A real change goes through, and still keeps the caBundle.
-	upgrade("--set", "webhook.timeoutSeconds=7,tlsContext.enabled=true")
+	upgrade("--set", "webhook.timeoutSeconds=7,tlsContext.enabled=true,strictMTLS.enabled=true")
 	if err := e.Client.Get(ctx, client.ObjectKey{Name: webhookName}, mwc); err != nil {
 		t.Fatal(err)
 	}
@@ -608,10 +641,29 @@ func testHelmLifecycle(t *testing.T, e *Env, cfg *inject.Config) {
 
 	// The control: an upgrade that replaces objects instead of merging (--force) does lose
 	// the caBundle, so the checks above can fail. (docs/operations.md says not to use it.)
-	upgrade("--force", "--set", "webhook.timeoutSeconds=7,tlsContext.enabled=true")
+	upgrade("--force", "--set", "webhook.timeoutSeconds=7,tlsContext.enabled=true,strictMTLS.enabled=true")
 	if _, ok := filled(); ok {
 		t.Error("helm upgrade --force kept the caBundle: the upgrade checks above prove nothing")
 	}
+
+	// STRICT mTLS switched off: the PeerAuthentication stays (deleting it would return the
+	// mesh to PERMISSIVE); the release no longer has it.
+	peerAuthentication := func() error {
+		_, _, err := e.Kubectl(nil, "get", "peerauthentications.security.istio.io", "default", "-n", "istio-system")
+		return err
+	}
+	if err := peerAuthentication(); err != nil {
+		t.Fatalf("strictMTLS.enabled=true installed no PeerAuthentication: %v", err)
+	}
+	upgrade("--set", "webhook.timeoutSeconds=7,tlsContext.enabled=true,strictMTLS.enabled=false")
+	if err := peerAuthentication(); err != nil {
+		t.Errorf("helm upgrade with strictMTLS.enabled=false deleted the PeerAuthentication: %v", err)
+	}
+	if parseManifests(t, []byte(h.must("get", "manifest", releaseName, "--namespace", releaseNamespace))).has("PeerAuthentication", "default") {
+		t.Error("the release still has the PeerAuthentication after strictMTLS.enabled=false")
+	}
+	// Turned on again, the same release takes it back.
+	upgrade("--set", "webhook.timeoutSeconds=7,tlsContext.enabled=true,strictMTLS.enabled=true")
 
 	// Uninstall: the webhook configuration goes (Emissary applies without it, unchanged);
 	// the TLSContext stays for the Mappings that name it.
@@ -622,6 +674,9 @@ func testHelmLifecycle(t *testing.T, e *Env, cfg *inject.Config) {
 	})
 	if _, _, err := e.Kubectl(nil, "get", "tlscontexts.getambassador.io", mapping.DefaultTLSContext, "-n", "ambassador"); err != nil {
 		t.Errorf("helm uninstall removed the TLSContext: %v", err)
+	}
+	if err := peerAuthentication(); err != nil {
+		t.Errorf("helm uninstall removed the PeerAuthentication (the mesh is PERMISSIVE again): %v", err)
 	}
 	eventually(t, 30*time.Second, func() (string, bool) {
 		probe := ProbeDeployment()

@@ -7,6 +7,8 @@ import (
 
 	"github.com/go-logr/logr"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/emissary-istio/emissary-istio-webhook/test/kubelet"
 )
 
 // env is the control plane with the webhook registered that every test in this package
@@ -14,6 +16,7 @@ import (
 var env *Env
 
 func TestMain(m *testing.M) {
+	kubelet.MaybeRunSandbox() // this binary is also the sandbox of the Pods a test runs (helm test)
 	// Run by helm as its post-renderer (helm_test.go), not as a test.
 	if url := os.Getenv(helmPostRenderEnv); url != "" {
 		if err := helmPostRender(url, os.Stdin, os.Stdout); err != nil {

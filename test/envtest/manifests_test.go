@@ -13,6 +13,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -307,18 +308,14 @@ func checkBase(t *testing.T, m *manifests) {
 	if deploy.Spec.Replicas == nil || *deploy.Spec.Replicas != 2 || pod.Affinity == nil || pod.Affinity.PodAntiAffinity == nil {
 		t.Error("want 2 replicas with pod anti-affinity")
 	}
-	var pdb struct {
-		Spec struct {
-			Selector struct {
-				MatchLabels map[string]string `json:"matchLabels"`
-			} `json:"selector"`
-		} `json:"spec"`
-	}
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(m.get(t, "PodDisruptionBudget", webhookName, nil).Object, &pdb); err != nil {
-		t.Fatal(err)
-	}
-	if !selects(pdb.Spec.Selector.MatchLabels, deploy.Spec.Template.Labels) {
+	var pdb policyv1.PodDisruptionBudget
+	m.get(t, "PodDisruptionBudget", webhookName, &pdb)
+	if pdb.Spec.Selector == nil || !selects(pdb.Spec.Selector.MatchLabels, deploy.Spec.Template.Labels) {
 		t.Error("the PodDisruptionBudget does not select the webhook's pods")
+	}
+	// A drain never blocks, whatever the replica count (TestPodDisruptionBudgetDrains).
+	if pdb.Spec.MinAvailable != nil || pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 {
+		t.Errorf("PodDisruptionBudget minAvailable %v, maxUnavailable %v: want only maxUnavailable 1", pdb.Spec.MinAvailable, pdb.Spec.MaxUnavailable)
 	}
 	for probe, path := range map[*corev1.Probe]string{c.LivenessProbe: "/healthz", c.ReadinessProbe: "/readyz"} {
 		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != path || portNamed(c, probe.HTTPGet.Port.StrVal) != 8081 {

@@ -109,3 +109,26 @@ at ':' and '@', where a tag or a digest starts; "(a^)" matches nothing.
 {{- end }}
 {{- printf "^(%s)$" (ternary "a^" (join "|" $alts) (empty $alts)) }}
 {{- end }}
+
+{{/*
+--self-signed: how many CAs the caBundle keeps. Every live replica's CA must fit, during a
+rolling update (replicaCount + maxSurge 1 pods) and a renewal (each pod's old and new CA):
+2 x (replicaCount + 1), and never fewer than the webhook's default, 10.
+*/}}
+{{- define "emissary-istio-webhook.maxBundleCAs" -}}
+{{- max 10 (mul 2 (add1 (int .Values.replicaCount))) }}
+{{- end }}
+
+{{/* The name of the helm test's objects, and of the namespace it creates and deletes. */}}
+{{- define "emissary-istio-webhook.selftest" -}}
+{{- printf "%s-selftest" (include "emissary-istio-webhook.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* A map of labels as k1=v1,k2=v2, sorted by key. */}}
+{{- define "emissary-istio-webhook.labelList" -}}
+{{- $pairs := list }}
+{{- range $k, $v := . }}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
