@@ -174,4 +174,3 @@ func TestHelmChartEdges(t *testing.T) {
 		}
 	})
 }
-
