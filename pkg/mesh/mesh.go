@@ -213,7 +213,7 @@ func (m *Mesh) Lookup(name string) (rev *Revision, tag string, ok bool) {
 // Describe is a one-line summary for messages: the revisions and tags found.
 func (m *Mesh) Describe() string {
 	if m.Empty() {
-		return fmt.Sprintf("no Istio found (no sidecar injector webhook labelled %s for namespace %s)", LabelRev, m.Namespace)
+		return fmt.Sprintf("no Istio found (no MutatingWebhookConfiguration labelled %s of a sidecar injector in namespace %s)", LabelRev, m.Namespace)
 	}
 	var tags []string
 	for _, t := range m.TagNames() {
