@@ -41,7 +41,9 @@ type MeshNotes struct {
 func (c *Config) ForWorkload(view MeshView, w Workload) (*Config, MeshNotes) {
 	var notes MeshNotes
 	ref := w.Kind() + " " + objectRef(w) + ": "
-	warn := func(format string, args ...any) { notes.Warnings = append(notes.Warnings, ref+fmt.Sprintf(format, args...)) }
+	warn := func(format string, args ...any) {
+		notes.Warnings = append(notes.Warnings, ref+fmt.Sprintf(format, args...))
+	}
 	defaults := func() string {
 		return fmt.Sprintf("rendered %s from the configuration's defaults (%s, discovery address %s)", ProxyContainerName, c.Image(), c.DiscoveryAddress)
 	}
