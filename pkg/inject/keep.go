@@ -37,7 +37,9 @@ func UpdatePatch(w, old Workload, cfg *Config, meshUnavailable bool) (Result, []
 	}
 	probe := copyWorkload(w)
 	res := Apply(probe, cfg)
-	if !res.Changed() || res.Reason != ReasonInjected || res.Status == nil || res.Status.mode() != oldSt.mode() {
+	// Nothing to keep: the same injection (a server-side apply dropped it, the patch puts it
+	// back), none at all, or another mode (the user asked for it).
+	if !res.Changed() || res.Reason != ReasonInjected || res.Status == nil || res.Status.mode() != oldSt.mode() || res.Status.Same(oldSt) {
 		return WorkloadPatch(w, cfg)
 	}
 	same := sameUserPart(w.Template(), oldT, oldSt)

@@ -149,7 +149,10 @@ func (h *WorkloadHandler) Handle(ctx context.Context, req admission.Request) adm
 		// fields the webhook added in an earlier apply of the same manager, and the patch
 		// puts them back) changes nothing for the user: no notice, no "mutated".
 		if restores(req, kind, res) {
-			action, res.Reason = actionUnchanged, inject.ReasonUpToDate
+			action = actionUnchanged
+			if res.Reason != inject.ReasonKept {
+				res.Reason = inject.ReasonUpToDate
+			}
 			res.Message = fmt.Sprintf("the integration of %s %s is up to date: the patch restores what the webhook stored", kind, w.GetName())
 			warnings = res.Warnings
 		}
