@@ -74,7 +74,9 @@ func (c *Config) ForWorkload(view MeshView, w Workload) (*Config, MeshNotes) {
 		var ok bool
 		if s, ok = m.Select(view.NamespaceLabels, t.Labels); !ok {
 			if m.Empty() {
-				warn("%s; %s", m.Describe(), defaults())
+				// A cluster without Istio (a demo, a test): said when the sidecar is written,
+				// not on every re-apply.
+				notes.Notices = append(notes.Notices, ref+m.Describe()+"; "+defaults())
 			} else {
 				warn("no Istio revision serves namespace %s (label it %s=<revision or tag>, or set the configuration's revision) and there is no default revision (%s); %s",
 					w.GetNamespace(), mesh.LabelRev, m.Describe(), defaults())

@@ -133,7 +133,7 @@ func TestForWorkload(t *testing.T) {
 		{"unlabelled namespace, no default revision", DefaultConfig(), view(m, nil),
 			"docker.io/istio/proxyv2:1.29.1", "istiod.istio-system.svc:15012", "cluster.local", "no Istio revision serves namespace ambassador", "", false, false},
 		{"no Istio", DefaultConfig(), view(mesh.New(mesh.Objects{}), nil),
-			"docker.io/istio/proxyv2:1.29.1", "istiod.istio-system.svc:15012", "cluster.local", "no Istio found", "", false, false},
+			"docker.io/istio/proxyv2:1.29.1", "istiod.istio-system.svc:15012", "cluster.local", "", "no Istio found", false, false},
 		{"mesh unreadable", DefaultConfig(), MeshView{Unavailable: "cannot list MutatingWebhookConfigurations: forbidden"},
 			"docker.io/istio/proxyv2:1.29.1", "istiod.istio-system.svc:15012", "cluster.local", "could not read the Istio mesh (cannot list MutatingWebhookConfigurations: forbidden)", "", true, false},
 	} {
@@ -144,6 +144,9 @@ func TestForWorkload(t *testing.T) {
 			}
 			if got := strings.Join(notes.Warnings, "\n"); (tc.warning == "") != (got == "") || !strings.Contains(got, tc.warning) {
 				t.Errorf("warnings %q, want one containing %q", got, tc.warning)
+			}
+			if got := strings.Join(notes.Notices, "\n"); (tc.notice == "") != (got == "") || !strings.Contains(got, tc.notice) {
+				t.Errorf("notices %q, want one containing %q", got, tc.notice)
 			}
 			if notes.Unavailable != tc.unavailable {
 				t.Errorf("Unavailable = %v", notes.Unavailable)
