@@ -91,7 +91,7 @@ func (c *Config) ForWorkload(view MeshView, w Workload) (*Config, MeshNotes) {
 	if releaseWarning != "" {
 		warn("%s", releaseWarning)
 	}
-	cc.meshSource = "Istio revision " + s.Name()
+	cc.meshSource, cc.serving = "Istio revision "+s.Name(), &s
 	if s.Default {
 		notes.Notices = append(notes.Notices, ref+fmt.Sprintf("namespace %s is not labelled for an Istio revision: rendered %s for the default revision %s", w.GetNamespace(), ProxyContainerName, s.Name()))
 	}
