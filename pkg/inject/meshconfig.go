@@ -54,6 +54,7 @@ func (c *Config) ForWorkload(view MeshView, w Workload) (*Config, MeshNotes) {
 		warn("could not read the Istio mesh (%s); %s", view.Unavailable, defaults())
 		return c, notes
 	case !view.NamespaceKnown && c.Revision == "":
+		notes.Unavailable = true
 		warn("could not read the labels of namespace %s, which say which Istio revision serves it; %s", w.GetNamespace(), defaults())
 		return c, notes
 	}
