@@ -3,10 +3,7 @@ package envtest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -166,18 +163,7 @@ func TestMeshView(t *testing.T) {
 // the cluster) and returns the reasons it gives for the objects of ns, and its exit status.
 func auditReasons(t *testing.T, ns string) ([]string, int) {
 	t.Helper()
-	out, err := exec.Command(webhookBinary(t), "audit", "-o", "json", "--kubeconfig", env.Kubeconfig).Output()
-	code := 0
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		code = exit.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	var all []auditFinding
-	if err := json.Unmarshal(out, &all); err != nil {
-		t.Fatalf("audit -o json: %v\n%s", err, out)
-	}
+	all, code := auditAll(t)
 	var reasons []string
 	for _, f := range all {
 		if f.Namespace == ns {

@@ -1,11 +1,8 @@
 package envtest
 
 import (
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -19,7 +16,6 @@ import (
 	crenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
-	"github.com/emissary-istio/emissary-istio-webhook/certs"
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/mutate"
 )
@@ -52,23 +48,10 @@ subjects:
 		t.Fatal(err)
 	}
 	port, readyz := startExtraServer(t, u.Config(), env.CertDir)
-	body, _ := eventually(t, 30*time.Second, func() (string, bool) {
-		resp, err := http.Get(readyz + "?verbose")
-		if err != nil {
-			return err.Error(), false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b), resp.StatusCode == http.StatusOK
-	})
-	if !strings.Contains(body, "mesh-cache ok") {
+	if body := waitReady(t, readyz, 30*time.Second); !strings.Contains(body, "mesh-cache ok") {
 		t.Fatalf("/readyz does not report the mesh cache:\n%s", body)
 	}
-	pool, err := certs.CAPool(env.CABundle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	client := webhookClient(t)
 	url := fmt.Sprintf("https://127.0.0.1:%d%s", port, mutate.DeploymentPath)
 
 	raw, err := os.ReadFile(testdata("seed-emissary.yaml"))
