@@ -88,7 +88,7 @@ func (c *Config) ForWorkload(view MeshView, w Workload) (*Config, MeshNotes) {
 	for _, p := range s.Revision.Problems {
 		warn("Istio revision %s: %s; Istio's defaults apply to what it would say", s.Revision.Name, p)
 	}
-	cc, releaseWarning := c.withProxy(s.Revision.Proxy(m.Namespace, t.Annotations))
+	cc, releaseWarning := c.withProxy(s.Proxy(m.Namespace, t.Annotations))
 	if releaseWarning != "" {
 		warn("%s", releaseWarning)
 	}
