@@ -5,37 +5,35 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/selection"
-	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/watchlist"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/mesh"
 )
 
-// MeshCache is the adapter between the informer caches and pkg/mesh: it hands pkg/inject the
+// MeshCache is the adapter between informer caches and pkg/mesh: it hands pkg/inject the
 // cluster's Istio (MeshView) for each workload admission at no API call. Two read-only
-// informers feed it: Istio's MutatingWebhookConfigurations (only those labelled istio.io/rev)
-// and the ConfigMaps of Istio's namespace (only their "values" and "mesh" keys are kept).
-// Nothing is ever written.
+// client-go informers feed it: Istio's MutatingWebhookConfigurations (only those labelled
+// istio.io/rev) and the ConfigMaps of Istio's namespace (only their "values" and "mesh" keys
+// are kept). Nothing is ever written.
 //
-// When the caches cannot list (no RBAC) or have not synced yet, the view is unavailable and
-// says why; pkg/inject then keeps every existing injection (UpdatePatch) and renders a new one
-// from the configuration's defaults with a warning.
+// They run beside the manager's cache, not in it: an informer that cannot list (no RBAC)
+// never syncs, and in the manager's cache it would hold up the manager's start and stop.
+// While they cannot list or have not synced, the view is unavailable and says why; pkg/inject
+// then keeps every existing injection (UpdatePatch) and renders a new one from the
+// configuration's defaults with a warning.
 type MeshCache struct {
-	// Reader is the manager's cache; APIReader reads a namespace the cache has not seen yet
-	// (created in the same apply as the workload).
+	// Reader is the manager's cache (namespace labels); APIReader reads a namespace the cache
+	// has not seen yet (created in the same apply as the workload).
 	Reader    client.Reader
 	APIReader client.Reader
 	Namespace string // Istio's namespace
@@ -44,28 +42,74 @@ type MeshCache struct {
 	key  string // fingerprint (names and resourceVersions) of what memo was built from
 	memo *mesh.Mesh
 
-	errs *listErrors
-	// synced reports the informers' state; set by Start.
-	webhooks, configMaps cache.Informer
+	errs                 *listErrors
+	webhooks, configMaps toolscache.SharedIndexInformer
+	factories            []informers.SharedInformerFactory
 }
 
-// meshCacheObjects are the objects the mesh informers cache, with their selection.
-func meshCacheObjects(istioNamespace string) map[client.Object]cache.ByObject {
-	hasRev, err := labels.NewRequirement(mesh.LabelRev, selection.Exists, nil)
-	if err != nil { // cannot happen: a constant, valid key
-		panic(err)
+const whatWebhooks = "MutatingWebhookConfigurations"
+
+func (c *MeshCache) whatConfigMaps() string { return "ConfigMaps in namespace " + c.Namespace }
+
+// newMeshCache builds the informers for Istio in namespace; Start runs them.
+func newMeshCache(restCfg *rest.Config, namespace string) (*MeshCache, error) {
+	cs, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return nil, fmt.Errorf("mutate: mesh cache client: %w", err)
 	}
-	return map[client.Object]cache.ByObject{
-		&admissionregistrationv1.MutatingWebhookConfiguration{}: {Label: labels.NewSelector().Add(*hasRev)},
-		&corev1.ConfigMap{}: {
-			Namespaces: map[string]cache.Config{istioNamespace: {}},
-			Transform:  trimConfigMap,
-		},
+	c := &MeshCache{Namespace: namespace, errs: &listErrors{}}
+	hooks := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.LabelSelector = mesh.LabelRev // Istio's injector and tag webhooks only
+	}))
+	cms := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(namespace))
+	c.webhooks = hooks.Admissionregistration().V1().MutatingWebhookConfigurations().Informer()
+	c.configMaps = cms.Core().V1().ConfigMaps().Informer()
+	c.factories = []informers.SharedInformerFactory{hooks, cms}
+	for _, i := range []struct {
+		what      string
+		informer  toolscache.SharedIndexInformer
+		transform toolscache.TransformFunc
+	}{{whatWebhooks, c.webhooks, trimWebhooks}, {c.whatConfigMaps(), c.configMaps, trimConfigMap}} {
+		what := i.what
+		if err := i.informer.SetTransform(i.transform); err != nil {
+			return nil, err
+		}
+		if err := i.informer.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *toolscache.Reflector, err error) {
+			c.errs.set(what, err)
+			toolscache.DefaultWatchErrorHandler(ctx, r, err)
+		}); err != nil {
+			return nil, err
+		}
 	}
+	return c, nil
+}
+
+// Start runs the informers until ctx ends (a manager.Runnable).
+func (c *MeshCache) Start(ctx context.Context) error {
+	for _, f := range c.factories {
+		f.Start(ctx.Done())
+	}
+	<-ctx.Done()
+	for _, f := range c.factories {
+		f.Shutdown()
+	}
+	return nil
+}
+
+// NeedLeaderElection is false: every replica answers admissions, so every replica reads.
+func (c *MeshCache) NeedLeaderElection() bool { return false }
+
+// trimWebhooks drops what pkg/mesh never reads of a webhook configuration.
+func trimWebhooks(in any) (any, error) {
+	if o, ok := in.(*admissionregistrationv1.MutatingWebhookConfiguration); ok {
+		o.ManagedFields, o.Annotations = nil, nil
+	}
+	return in, nil
 }
 
 // trimConfigMap keeps of a ConfigMap only what pkg/mesh reads: the injector's "values" and
-// the mesh config's "mesh" (the injector ConfigMap's templates are most of its size).
+// the mesh config's "mesh" (the injector ConfigMap's templates are most of its size). It
+// returns a new object rather than clearing fields in place.
 func trimConfigMap(in any) (any, error) {
 	cm, ok := in.(*corev1.ConfigMap)
 	if !ok {
@@ -87,27 +131,12 @@ func trimConfigMap(in any) (any, error) {
 	return out, nil
 }
 
-// start asks the cache for both informers, so they start with the manager.
-func (c *MeshCache) start(ctx context.Context, informers cache.Informers) error {
-	var err error
-	if c.webhooks, err = informers.GetInformer(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{}); err != nil {
-		return fmt.Errorf("mutate: MutatingWebhookConfiguration informer: %w", err)
-	}
-	if c.configMaps, err = informers.GetInformer(ctx, &corev1.ConfigMap{}); err != nil {
-		return fmt.Errorf("mutate: ConfigMap informer: %w", err)
-	}
-	return nil
-}
-
 // unavailable says why the view cannot be read now ("" when it can).
 func (c *MeshCache) unavailable() string {
 	for _, i := range []struct {
 		what     string
-		informer cache.Informer
-	}{{"MutatingWebhookConfigurations", c.webhooks}, {"ConfigMaps in namespace " + c.Namespace, c.configMaps}} {
-		if i.informer == nil {
-			return "the mesh caches have not started"
-		}
+		informer toolscache.SharedIndexInformer
+	}{{whatWebhooks, c.webhooks}, {c.whatConfigMaps(), c.configMaps}} {
 		if i.informer.HasSynced() {
 			continue
 		}
@@ -142,57 +171,59 @@ func (c *MeshCache) View(ctx context.Context, namespace string) inject.MeshView 
 	if why := c.unavailable(); why != "" {
 		// Without the ConfigMaps, a cluster whose webhooks show no Istio at all still has no
 		// Istio: the Role in Istio's namespace is missing because there is no Istio yet.
-		if c.webhooks != nil && c.webhooks.HasSynced() {
-			var hooks admissionregistrationv1.MutatingWebhookConfigurationList
-			if err := c.Reader.List(ctx, &hooks, client.UnsafeDisableDeepCopy); err == nil {
-				if m := mesh.New(mesh.Objects{Namespace: c.Namespace, Webhooks: hooks.Items}); m.Empty() {
-					v.Mesh = m
-					return v
-				}
+		if c.webhooks.HasSynced() {
+			if hooks, _ := c.objects(); mesh.New(mesh.Objects{Namespace: c.Namespace, Webhooks: hooks}).Empty() {
+				v.Mesh = mesh.New(mesh.Objects{Namespace: c.Namespace})
+				return v
 			}
 		}
 		v.Unavailable = why
 		return v
 	}
-	m, err := c.mesh(ctx)
-	if err != nil {
-		v.Unavailable = err.Error()
-		return v
-	}
-	v.Mesh = m
+	v.Mesh = c.mesh()
 	return v
 }
 
 // mesh builds the Mesh from the caches, again only when something in them changed.
-func (c *MeshCache) mesh(ctx context.Context) (*mesh.Mesh, error) {
-	var hooks admissionregistrationv1.MutatingWebhookConfigurationList
-	var cms corev1.ConfigMapList
-	// The cache's objects are only read here, so they are not copied.
-	if err := c.Reader.List(ctx, &hooks, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("reading MutatingWebhookConfigurations from the cache: %w", err)
-	}
-	if err := c.Reader.List(ctx, &cms, client.InNamespace(c.Namespace), client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("reading ConfigMaps from the cache: %w", err)
-	}
+func (c *MeshCache) mesh() *mesh.Mesh {
+	hooks, cms := c.objects()
 	var key strings.Builder
-	for _, h := range hooks.Items {
+	for _, h := range hooks {
 		key.WriteString(h.Name + "/" + h.ResourceVersion + ";")
 	}
-	for _, cm := range cms.Items {
+	for _, cm := range cms {
 		key.WriteString(cm.Name + "/" + cm.ResourceVersion + ";")
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.memo != nil && c.key == key.String() {
-		return c.memo, nil
+		return c.memo
 	}
-	c.memo = mesh.New(mesh.Objects{Namespace: c.Namespace, Webhooks: hooks.Items, ConfigMaps: cms.Items})
+	c.memo = mesh.New(mesh.Objects{Namespace: c.Namespace, Webhooks: hooks, ConfigMaps: cms})
 	c.key = key.String()
-	return c.memo, nil
+	return c.memo
 }
 
-// listErrors records the last error of each mesh informer's list, so that readiness and
-// admissions can say "forbidden" instead of waiting for ever.
+// objects are the cached objects, copied by value (the caches' own are only read: pkg/mesh
+// never modifies what it is given).
+func (c *MeshCache) objects() ([]admissionregistrationv1.MutatingWebhookConfiguration, []corev1.ConfigMap) {
+	var hooks []admissionregistrationv1.MutatingWebhookConfiguration
+	for _, o := range c.webhooks.GetStore().List() {
+		if h, ok := o.(*admissionregistrationv1.MutatingWebhookConfiguration); ok {
+			hooks = append(hooks, *h)
+		}
+	}
+	var cms []corev1.ConfigMap
+	for _, o := range c.configMaps.GetStore().List() {
+		if cm, ok := o.(*corev1.ConfigMap); ok {
+			cms = append(cms, *cm)
+		}
+	}
+	return hooks, cms
+}
+
+// listErrors records the last list or watch error of each mesh informer, so that readiness
+// and admissions can say "forbidden" instead of waiting for ever.
 type listErrors struct {
 	mu   sync.Mutex
 	last map[string]error
@@ -208,9 +239,6 @@ func (l *listErrors) set(what string, err error) {
 }
 
 func (l *listErrors) get(what string) error {
-	if l == nil {
-		return nil
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.last[what]
@@ -226,44 +254,4 @@ func (l *listErrors) forbidden() bool {
 		}
 	}
 	return false
-}
-
-// wrapInformers is a cache.Options.NewInformer that records the list errors of the mesh
-// informers and hands every informer on to next.
-func (c *MeshCache) wrapInformers(next func(toolscache.ListerWatcher, runtime.Object, time.Duration, toolscache.Indexers) toolscache.SharedIndexInformer) func(toolscache.ListerWatcher, runtime.Object, time.Duration, toolscache.Indexers) toolscache.SharedIndexInformer {
-	return func(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, indexers toolscache.Indexers) toolscache.SharedIndexInformer {
-		switch obj.(type) {
-		case *admissionregistrationv1.MutatingWebhookConfiguration:
-			lw = &erroringListerWatcher{ListerWatcher: lw, what: "MutatingWebhookConfigurations", errs: c.errs}
-		case *corev1.ConfigMap:
-			lw = &erroringListerWatcher{ListerWatcher: lw, what: "ConfigMaps in namespace " + c.Namespace, errs: c.errs}
-		}
-		return next(lw, obj, resync, indexers)
-	}
-}
-
-type erroringListerWatcher struct {
-	toolscache.ListerWatcher
-	what string
-	errs *listErrors
-}
-
-func (e *erroringListerWatcher) List(opts metav1.ListOptions) (runtime.Object, error) {
-	list, err := e.ListerWatcher.List(opts)
-	e.errs.set(e.what, err)
-	return list, err
-}
-
-// IsWatchListSemanticsUnSupported keeps what the wrapped ListerWatcher says about streaming
-// lists, which the reflector asks.
-func (e *erroringListerWatcher) IsWatchListSemanticsUnSupported() bool {
-	return watchlist.DoesClientNotSupportWatchListSemantics(e.ListerWatcher)
-}
-
-func (e *erroringListerWatcher) Watch(opts metav1.ListOptions) (watch.Interface, error) {
-	w, err := e.ListerWatcher.Watch(opts)
-	if err != nil {
-		e.errs.set(e.what, err)
-	}
-	return w, err
 }

@@ -12,6 +12,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -69,9 +70,10 @@ func NewServer(restCfg *rest.Config, opts Options) (*Server, error) {
 	// The namespace informer lists and watches through freshness, which readiness reads.
 	freshness := newCacheFreshness(cacheWatchGrace, time.Now)
 	// The mesh view: Istio's injector webhooks and its namespace's ConfigMaps (meshcache.go).
-	meshCache := &MeshCache{Namespace: opts.Config.IstioNamespace, errs: &listErrors{}}
-	byObject := meshCacheObjects(meshCache.Namespace)
-	byObject[NamespaceObject()] = cache.ByObject{Transform: TrimNamespace}
+	meshCache, err := newMeshCache(restCfg, opts.Config.IstioNamespace)
+	if err != nil {
+		return nil, err
+	}
 	mgr, err := manager.New(restCfg, manager.Options{
 		Scheme: scheme,
 		WebhookServer: webhook.NewServer(webhook.Options{
@@ -88,8 +90,8 @@ func NewServer(restCfg *rest.Config, opts Options) (*Server, error) {
 		// Only namespace metadata is ever read, and of it only names and labels (TrimNamespace).
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
-			ByObject:         byObject,
-			NewInformer:      meshCache.wrapInformers(freshness.newInformer),
+			ByObject:         map[client.Object]cache.ByObject{NamespaceObject(): {Transform: TrimNamespace}},
+			NewInformer:      freshness.newInformer,
 		},
 	})
 	if err != nil {
@@ -111,8 +113,8 @@ func (s *Server) register(m *Metrics) error {
 	if err != nil {
 		return fmt.Errorf("mutate: namespace informer: %w", err)
 	}
-	if err := s.Mesh.start(context.Background(), mgr.GetCache()); err != nil {
-		return err
+	if err := mgr.Add(s.Mesh); err != nil {
+		return fmt.Errorf("mutate: mesh cache: %w", err)
 	}
 	hook := mgr.GetWebhookServer()
 	hook.Register(DeploymentPath, postOnly(&admission.Webhook{Handler: &WorkloadHandler{Config: s.Config, Metrics: m, Kinds: DeploymentPathKinds, Mesh: s.Mesh}}))
