@@ -72,6 +72,10 @@ func certManagerCRDs(t *testing.T) string {
 // means compliance, not a control plane that never warns.
 func testBaseApplies(t *testing.T, e *Env) {
 	base := kustomizeDir(t, filepath.Join(RepoRoot(), "manifests", "base"))
+	// Istio is installed first: the base's Role for the mesh view lives in its namespace.
+	if _, _, err := e.Kubectl(nil, "create", "namespace", "istio-system"); err != nil && !strings.Contains(err.Error(), "AlreadyExists") {
+		t.Fatal(err)
+	}
 	// Installing is creating: the harness's registration of the same name goes first.
 	if _, _, err := e.Kubectl(nil, "delete", "mutatingwebhookconfiguration", webhookName, "--ignore-not-found"); err != nil {
 		t.Fatal(err)

@@ -326,10 +326,24 @@ func checkBase(t *testing.T, m *manifests) {
 		t.Error("health and metrics listeners do not match the container ports")
 	}
 
-	// Least privilege: namespaces get/list/watch, bound to the pod's ServiceAccount.
-	wantRules := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}}}
+	// Least privilege: namespaces and Istio's webhook configurations get/list/watch, bound to
+	// the pod's ServiceAccount; Istio's ConfigMaps only in Istio's namespace (the mesh view).
+	read := []string{"get", "list", "watch"}
+	wantRules := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: read},
+		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, Verbs: read}}
 	if fmt.Sprint(role.Rules) != fmt.Sprint(wantRules) {
 		t.Errorf("ClusterRole rules = %+v, want only %+v", role.Rules, wantRules)
+	}
+	var meshRole rbacv1.Role
+	var meshBinding rbacv1.RoleBinding
+	m.get(t, "Role", webhookName+"-mesh", &meshRole)
+	m.get(t, "RoleBinding", webhookName+"-mesh", &meshBinding)
+	wantMesh := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: read}}
+	if meshRole.Namespace != "istio-system" || meshBinding.Namespace != "istio-system" || fmt.Sprint(meshRole.Rules) != fmt.Sprint(wantMesh) {
+		t.Errorf("Role %s/%s rules %+v: want only %+v, in istio-system", meshRole.Namespace, meshRole.Name, meshRole.Rules, wantMesh)
+	}
+	if s := meshBinding.Subjects; len(s) != 1 || s[0].Name != pod.ServiceAccountName || s[0].Namespace != installNamespace {
+		t.Errorf("RoleBinding subjects %+v are not the pod's ServiceAccount %s", s, pod.ServiceAccountName)
 	}
 	if s := binding.Subjects; len(s) != 1 || s[0].Kind != "ServiceAccount" || s[0].Name != pod.ServiceAccountName || s[0].Namespace != installNamespace {
 		t.Errorf("ClusterRoleBinding subjects %+v are not the pod's ServiceAccount %s", s, pod.ServiceAccountName)

@@ -37,7 +37,11 @@ func TestSelfSigned(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = e.Stop() }) // after the replicas' cleanups, which stop them
 
-	// The self-signed variant installs without cert-manager's CRDs.
+	// The self-signed variant installs without cert-manager's CRDs. Istio's namespace exists
+	// (Istio is installed first): the base's Role for the mesh view lives there.
+	if _, _, err := e.Kubectl(nil, "create", "namespace", "istio-system"); err != nil {
+		t.Fatal(err)
+	}
 	m := kustomize(t, []string{"self-signed"}, "")
 	if _, stderr, err := e.Kubectl(m.yaml, "apply", "--server-side", "--validate=strict", "-f", "-"); err != nil || strings.Contains(stderr, "Warning") {
 		t.Fatalf("applying base + self-signed: %v\n%s", err, stderr)
