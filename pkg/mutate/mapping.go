@@ -2,11 +2,13 @@ package mutate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -48,6 +50,21 @@ func (h *MappingHandler) Handle(ctx context.Context, req admission.Request) admi
 	log := logf.FromContext(ctx)
 	cfg := &h.Config.Load().Mapping
 	dec, err := mapping.Decide(obj, cfg, cfg.Lookup(ctx, h.Namespaces))
+	if errors.Is(err, ErrCacheStale) {
+		// Only a Mapping whose decision needs a namespace's labels gets here. Answering from
+		// stale labels could store the wrong tls for good, and answering "unchanged" would
+		// store the Mapping without it: refuse, say why, and let the user (or the API
+		// server's retry) apply it again. Workload reviews, which need no namespace, go on.
+		h.Metrics.failed(kindMapping, "cache-stale", start)
+		log.Info("namespace cache not current; Mapping refused", "kind", kindMapping, "uid", req.UID, "error", err.Error())
+		return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{
+			Allowed: false,
+			Result: &metav1.Status{
+				Code: http.StatusServiceUnavailable, Reason: metav1.StatusReasonServiceUnavailable,
+				Message: fmt.Sprintf("emissary-istio-webhook cannot decide this Mapping's tls now: %v; nothing was stored, apply it again in a few seconds", err),
+			},
+		}}
+	}
 	if err != nil {
 		// Decided as if the namespace did not exist: nothing set, nothing taken away.
 		log.Error(err, "namespace lookup failed; the Mapping is left unchanged")

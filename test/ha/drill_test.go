@@ -1,0 +1,292 @@
+package ha
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/emissary-istio/emissary-istio-webhook/certs"
+	"github.com/emissary-istio/emissary-istio-webhook/test/envtest"
+)
+
+const (
+	webhookNamespace = "emissary-istio-system"
+	serviceName      = "emissary-istio-webhook"
+	workNamespace    = "ha" // meshed: its Mappings are defaulted
+)
+
+// chartShutdown is what the chart's Deployment sets for handing over: the readiness probe,
+// the preStop sleep, the grace period and the server's shutdown flags.
+type chartShutdown struct {
+	Probe   Probe
+	PreStop time.Duration
+	Grace   time.Duration
+	Args    []string
+}
+
+// renderedShutdown renders the chart with the real helm and reads its shutdown settings.
+func renderedShutdown(t *testing.T) chartShutdown {
+	t.Helper()
+	out, err := envtest.Helm(t.TempDir(), nil, "template", "webhook",
+		filepath.Join(envtest.RepoRoot(), "charts", "emissary-istio-webhook"), "--namespace", webhookNamespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objects, err := envtest.ParseObjects([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range objects {
+		if u.GetKind() != "Deployment" {
+			continue
+		}
+		d := &appsv1.Deployment{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, d); err != nil {
+			t.Fatal(err)
+		}
+		spec := d.Spec.Template.Spec
+		c := spec.Containers[0]
+		rp, life := c.ReadinessProbe, c.Lifecycle
+		if rp == nil || life == nil || life.PreStop == nil || life.PreStop.Sleep == nil || spec.TerminationGracePeriodSeconds == nil {
+			t.Fatalf("the chart's Deployment has no readiness probe, preStop sleep or grace period: %+v", c)
+		}
+		s := chartShutdown{
+			Probe: Probe{
+				Period:           time.Duration(rp.PeriodSeconds) * time.Second,
+				Timeout:          time.Duration(rp.TimeoutSeconds) * time.Second,
+				FailureThreshold: int(rp.FailureThreshold),
+			},
+			PreStop: time.Duration(life.PreStop.Sleep.Seconds) * time.Second,
+			Grace:   time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second,
+		}
+		for _, a := range c.Args {
+			if strings.HasPrefix(a, "--shutdown-") {
+				s.Args = append(s.Args, a)
+			}
+		}
+		if len(s.Args) == 0 {
+			t.Fatalf("the chart's Deployment sets no --shutdown-* flag: %v", c.Args)
+		}
+		return s
+	}
+	t.Fatal("helm template rendered no Deployment")
+	return chartShutdown{}
+}
+
+// drill is the control plane with the webhook Service, its EndpointSlice kept by Endpoints,
+// and replicas of the real binary behind it.
+type drill struct {
+	t         *testing.T
+	env       *envtest.Env
+	ctx       context.Context
+	chart     chartShutdown
+	bin       string
+	certDir   string
+	endpoints *Endpoints
+	load      *Load
+	nextIP    int
+}
+
+func startDrill(t *testing.T) *drill {
+	t.Helper()
+	bin := os.Getenv(webhookBinEnv)
+	if bin == "" {
+		t.Fatal("no webhook binary: TestMain builds it")
+	}
+	chart := renderedShutdown(t)
+	t.Logf("chart: readiness every %s (timeout %s, failureThreshold %d), preStop sleep %s, grace %s, %v",
+		chart.Probe.Period, chart.Probe.Timeout, chart.Probe.FailureThreshold, chart.PreStop, chart.Grace, chart.Args)
+
+	// kube-apiserver calls a webhook Service at one of its ready endpoints, as in a cluster.
+	env, err := envtest.Start(envtest.Options{NoWebhook: true, APIServerFlags: map[string]string{"enable-aggregator-routing": "true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Log(err)
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	d := &drill{t: t, env: env, ctx: ctx, chart: chart, bin: bin, nextIP: 11}
+
+	for _, ns := range []*corev1.Namespace{
+		{ObjectMeta: metav1.ObjectMeta{Name: webhookNamespace}},
+		{ObjectMeta: metav1.ObjectMeta{Name: workNamespace, Labels: map[string]string{"istio-injection": "enabled"}}},
+	} {
+		if err := env.Client.Create(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: serviceName, Namespace: webhookNamespace},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{
+			Name: "https", Port: 443, TargetPort: intstr.FromInt32(WebhookPort), Protocol: corev1.ProtocolTCP,
+		}}},
+	}
+	if err := env.Client.Create(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	// One certificate for every replica, as the Secret a Certificate writes.
+	bundle, err := certs.Generate(certs.Options{Hosts: []string{serviceName + "." + webhookNamespace + ".svc"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.certDir = filepath.Join(env.Dir, "certs")
+	if err := bundle.WriteDir(d.certDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.register(bundle.CACert); err != nil {
+		t.Fatal(err)
+	}
+	d.endpoints = &Endpoints{Client: env.Client, Namespace: webhookNamespace, Name: serviceName, PortName: "https", Probe: chart.Probe}
+	d.load = &Load{Kubectl: env.KubectlPath, Kubeconfig: env.Kubeconfig, Namespace: workNamespace, Workers: 2}
+	return d
+}
+
+// register creates the shipped webhook configuration (manifests/base), which calls the
+// Service, with caBundle.
+func (d *drill) register(caBundle []byte) error {
+	raw, err := os.ReadFile(filepath.Join(envtest.RepoRoot(), "manifests", "base", "mutatingwebhookconfiguration.yaml"))
+	if err != nil {
+		return err
+	}
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := yaml.UnmarshalStrict(raw, mwc); err != nil {
+		return err
+	}
+	for i := range mwc.Webhooks {
+		cc := &mwc.Webhooks[i].ClientConfig
+		if cc.Service == nil || cc.Service.Name != serviceName || cc.Service.Namespace != webhookNamespace {
+			return fmt.Errorf("webhook %s does not call the Service %s/%s", mwc.Webhooks[i].Name, webhookNamespace, serviceName)
+		}
+		cc.CABundle = caBundle
+	}
+	return d.env.Client.Create(d.ctx, mwc)
+}
+
+// startReplica starts a replica as a new pod: a new address, probed into the endpoints; it
+// returns once the replica is ready there.
+func (d *drill) startReplica() *Replica {
+	d.t.Helper()
+	name, ip := fmt.Sprintf("webhook-%d", d.nextIP), fmt.Sprintf("192.0.2.%d", d.nextIP)
+	d.nextIP++
+	r, err := StartReplica(d.bin, name, ip, d.certDir, d.env.Kubeconfig, d.env.Dir, d.chart.Args...)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.t.Cleanup(r.Kill)
+	if err := d.endpoints.Add(d.ctx, r); err != nil {
+		d.t.Fatal(err)
+	}
+	if err := d.endpoints.WaitReady(name, time.Minute); err != nil {
+		d.t.Fatalf("%v (log: %s)", err, filepath.Join(d.env.Dir, name+".log"))
+	}
+	return r
+}
+
+// deletePod is the kubelet's and the EndpointSlice controller's part of a pod deletion: the
+// preStop sleep, SIGTERM (SIGKILL after the grace period), and the endpoint removed once the
+// pod is gone. In the drill the endpoint leaves earlier only through the readiness probe,
+// which is what the server's shutdown delay has to cover.
+func (d *drill) deletePod(r *Replica) {
+	d.t.Helper()
+	time.Sleep(d.chart.PreStop)
+	took, err := r.Terminate(d.chart.Grace - d.chart.PreStop)
+	if err != nil {
+		d.t.Error(err)
+	}
+	unready := d.endpoints.Unready(r.Name)
+	d.t.Logf("%s: exited %s after SIGTERM; its endpoint was unready %s after SIGTERM",
+		r.Name, took.Round(time.Millisecond), unready.Sub(time.Now().Add(-took)).Round(time.Millisecond))
+	if err := d.endpoints.Remove(d.ctx, r.Name); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// TestHandover is the drill: two replicas behind the Service under a steady stream of
+// `kubectl apply` of Emissary Deployments and Mappings, through a rolling restart (no failed
+// admission, nothing stored unmutated) and a SIGKILL of one replica (failures only until its
+// endpoint is unready).
+func TestHandover(t *testing.T) {
+	d := startDrill(t)
+	replicas := []*Replica{d.startReplica(), d.startReplica()}
+	if err := d.env.WaitForWebhook(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("RollingRestart", func(t *testing.T) {
+		d.load.Start("roll")
+		time.Sleep(2 * time.Second)
+		// maxSurge 1, maxUnavailable 0: a new pod ready, then an old one deleted.
+		for i, old := range replicas {
+			replicas[i] = d.startReplica()
+			d.deletePod(old)
+		}
+		time.Sleep(2 * time.Second)
+		s := Summarize(d.load.Stop())
+		t.Logf("rolling restart: %s", s)
+		checkNoFailure(t, s)
+	})
+
+	t.Run("SIGKILL", func(t *testing.T) {
+		d.load.Start("kill")
+		time.Sleep(2 * time.Second)
+		victim := replicas[0]
+		killed := time.Now()
+		victim.Kill()
+		for d.endpoints.Unready(victim.Name).Before(killed) {
+			if time.Since(killed) > time.Minute {
+				t.Fatal("the killed replica's endpoint never went unready")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		window := d.endpoints.Unready(victim.Name).Sub(killed)
+		time.Sleep(3 * time.Second)
+		rs := d.load.Stop()
+		s := Summarize(rs)
+		var last time.Duration
+		for _, f := range s.Failures {
+			if f.Unmutated || f.Start.Before(killed) {
+				t.Errorf("%s %s: %v (unmutated %v), not caused by the kill", f.Kind, f.Name, f.Err, f.Unmutated)
+			}
+			last = max(last, f.End.Sub(killed))
+		}
+		t.Logf("SIGKILL: %s; endpoint unready %s after the kill; last failure ended %s after it",
+			s, window.Round(time.Millisecond), last.Round(time.Millisecond))
+		// The API server hears of the unready endpoint within a moment; after that every
+		// review goes to the other replica.
+		if limit := window + 2*time.Second; last > limit {
+			t.Errorf("failures until %s after the kill, after the endpoint was unready (%s)", last, window)
+		}
+		if err := d.endpoints.Remove(d.ctx, victim.Name); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err := d.endpoints.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func checkNoFailure(t *testing.T, s Summary) {
+	t.Helper()
+	if s.Attempted < 10 {
+		t.Errorf("only %d admissions during the drill", s.Attempted)
+	}
+	for _, f := range s.Failures {
+		t.Errorf("%s %s at %s: error %v, unmutated %v", f.Kind, f.Name, f.Start.Format("15:04:05.000"), f.Err, f.Unmutated)
+	}
+}
