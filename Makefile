@@ -258,6 +258,13 @@ $(TOOLS_BIN)/promql: hack/tools/promql/go.mod hack/tools/promql/go.sum hack/tool
 	@mkdir -p $(TOOLS_BIN)
 	cd hack/tools/promql && go build -trimpath -o $@ .
 
+# cert-manager's own Certificate and issuer controllers, for test/ha's renewals and CA rotation
+# (hack/tools/cert-manager; cert-manager publishes no module for its controller binary).
+$(TOOLS_BIN)/cert-manager-controller: hack/tools/cert-manager/go.mod hack/tools/cert-manager/go.sum hack/tools/cert-manager/main.go
+	@mkdir -p $(TOOLS_BIN)
+	@echo ">> building cert-manager's controllers from its Go module"
+	cd hack/tools/cert-manager && go build -o $@ .
+
 # ---- Emissary's own chart and manifests (issue 12) ----
 
 # What the tests apply as Emissary: its real Helm chart, emissary-crds.yaml (the apiext

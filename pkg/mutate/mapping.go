@@ -50,11 +50,13 @@ func (h *MappingHandler) Handle(ctx context.Context, req admission.Request) admi
 	log := logf.FromContext(ctx)
 	cfg := &h.Config.Load().Mapping
 	dec, err := mapping.Decide(obj, cfg, cfg.Lookup(ctx, h.Namespaces))
-	if errors.Is(err, ErrCacheStale) {
-		// Only a Mapping whose decision needs a namespace's labels gets here. Answering from
-		// stale labels could store the wrong tls for good, and answering "unchanged" would
-		// store the Mapping without it: refuse, say why, and let the user (or the API
-		// server's retry) apply it again. Workload reviews, which need no namespace, go on.
+	if errors.Is(err, ErrCacheStale) && (dec.Reason == mapping.ReasonNamespaceUnknown || dec.Reason == mapping.ReasonNotMeshed) {
+		// The decision turned on a namespace's labels the cache could not give (a Mapping
+		// with its own tls, a scheme or an IP address looks a namespace up only for its
+		// warnings, and is answered without them). Answering from stale labels could store
+		// the wrong tls for good, and answering "unchanged" would store the Mapping without
+		// it: refuse, say why, and let the user apply it again. Workload reviews, which need
+		// no namespace, go on.
 		h.Metrics.failed(kindMapping, "cache-stale", start)
 		log.Info("namespace cache not current; Mapping refused", "kind", kindMapping, "uid", req.UID, "error", err.Error())
 		return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{
