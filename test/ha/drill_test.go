@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
@@ -36,10 +37,13 @@ type chartShutdown struct {
 	Args    []string
 }
 
-// renderedShutdown renders the chart with the real helm and reads its shutdown settings.
-func renderedShutdown(t *testing.T) chartShutdown {
+// releaseName makes the chart's names those of manifests/base (emissary-istio-webhook).
+const releaseName = serviceName
+
+// renderChart renders the chart, with its default values, with the real helm.
+func renderChart(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
-	out, err := envtest.Helm(t.TempDir(), nil, "template", "webhook",
+	out, err := envtest.Helm(t.TempDir(), nil, "template", releaseName,
 		filepath.Join(envtest.RepoRoot(), "charts", "emissary-istio-webhook"), "--namespace", webhookNamespace)
 	if err != nil {
 		t.Fatal(err)
@@ -48,6 +52,12 @@ func renderedShutdown(t *testing.T) chartShutdown {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return objects
+}
+
+// renderedShutdown reads the shutdown settings of the chart's Deployment.
+func renderedShutdown(t *testing.T, objects []*unstructured.Unstructured) chartShutdown {
+	t.Helper()
 	for _, u := range objects {
 		if u.GetKind() != "Deployment" {
 			continue
@@ -65,7 +75,7 @@ func renderedShutdown(t *testing.T) chartShutdown {
 		s := chartShutdown{
 			Probe: Probe{
 				Period:           time.Duration(rp.PeriodSeconds) * time.Second,
-				Timeout:          time.Duration(rp.TimeoutSeconds) * time.Second,
+				Timeout:          time.Duration(max(rp.TimeoutSeconds, 1)) * time.Second, // the kubelet's default: 1
 				FailureThreshold: int(rp.FailureThreshold),
 			},
 			PreStop: time.Duration(life.PreStop.Sleep.Seconds) * time.Second,
@@ -99,18 +109,27 @@ type drill struct {
 	nextIP    int
 }
 
-func startDrill(t *testing.T) *drill {
+func startDrill(t *testing.T, certManager bool) *drill {
 	t.Helper()
 	bin := os.Getenv(webhookBinEnv)
 	if bin == "" {
 		t.Fatal("no webhook binary: TestMain builds it")
 	}
-	chart := renderedShutdown(t)
+	objects := renderChart(t)
+	chart := renderedShutdown(t, objects)
 	t.Logf("chart: readiness every %s (timeout %s, failureThreshold %d), preStop sleep %s, grace %s, %v",
 		chart.Probe.Period, chart.Probe.Timeout, chart.Probe.FailureThreshold, chart.PreStop, chart.Grace, chart.Args)
 
 	// kube-apiserver calls a webhook Service at one of its ready endpoints, as in a cluster.
-	env, err := envtest.Start(envtest.Options{NoWebhook: true, APIServerFlags: map[string]string{"enable-aggregator-routing": "true"}})
+	opts := envtest.Options{NoWebhook: true, APIServerFlags: map[string]string{"enable-aggregator-routing": "true"}}
+	if certManager {
+		crds, err := envtest.CertManagerCRDs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.CRDDirs = []string{filepath.Join(envtest.RepoRoot(), "test", "envtest", "crds"), crds}
+	}
+	env, err := envtest.Start(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +140,7 @@ func startDrill(t *testing.T) *drill {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	d := &drill{t: t, env: env, ctx: ctx, chart: chart, bin: bin, nextIP: 11}
+	d := &drill{t: t, env: env, ctx: ctx, chart: chart, bin: bin, nextIP: 11, certDir: filepath.Join(env.Dir, "certs")}
 
 	for _, ns := range []*corev1.Namespace{
 		{ObjectMeta: metav1.ObjectMeta{Name: webhookNamespace}},
@@ -140,17 +159,20 @@ func startDrill(t *testing.T) *drill {
 	if err := env.Client.Create(ctx, svc); err != nil {
 		t.Fatal(err)
 	}
-	// One certificate for every replica, as the Secret a Certificate writes.
-	bundle, err := certs.Generate(certs.Options{Hosts: []string{serviceName + "." + webhookNamespace + ".svc"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.certDir = filepath.Join(env.Dir, "certs")
-	if err := bundle.WriteDir(d.certDir); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.register(bundle.CACert); err != nil {
-		t.Fatal(err)
+	if certManager {
+		d.startCertManager(objects)
+	} else {
+		// One certificate for every replica, as the Secret a Certificate writes.
+		bundle, err := certs.Generate(certs.Options{Hosts: []string{serviceName + "." + webhookNamespace + ".svc"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bundle.WriteDir(d.certDir); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.register(bundle.CACert); err != nil {
+			t.Fatal(err)
+		}
 	}
 	d.endpoints = &Endpoints{Client: env.Client, Namespace: webhookNamespace, Name: serviceName, PortName: "https", Probe: chart.Probe}
 	d.load = &Load{Kubectl: env.KubectlPath, Kubeconfig: env.Kubeconfig, Namespace: workNamespace, Workers: 2}
@@ -205,13 +227,13 @@ func (d *drill) startReplica() *Replica {
 func (d *drill) deletePod(r *Replica) {
 	d.t.Helper()
 	time.Sleep(d.chart.PreStop)
+	term := time.Now()
 	took, err := r.Terminate(d.chart.Grace - d.chart.PreStop)
 	if err != nil {
 		d.t.Error(err)
 	}
-	unready := d.endpoints.Unready(r.Name)
-	d.t.Logf("%s: exited %s after SIGTERM; its endpoint was unready %s after SIGTERM",
-		r.Name, took.Round(time.Millisecond), unready.Sub(time.Now().Add(-took)).Round(time.Millisecond))
+	d.t.Logf("%s: exited %s after SIGTERM; its endpoint was written unready %s after SIGTERM",
+		r.Name, took.Round(time.Millisecond), d.endpoints.Unready(r.Name).Sub(term).Round(time.Millisecond))
 	if err := d.endpoints.Remove(d.ctx, r.Name); err != nil {
 		d.t.Fatal(err)
 	}
@@ -222,7 +244,7 @@ func (d *drill) deletePod(r *Replica) {
 // admission, nothing stored unmutated) and a SIGKILL of one replica (failures only until its
 // endpoint is unready).
 func TestHandover(t *testing.T) {
-	d := startDrill(t)
+	d := startDrill(t, false)
 	replicas := []*Replica{d.startReplica(), d.startReplica()}
 	if err := d.env.WaitForWebhook(time.Minute); err != nil {
 		t.Fatal(err)
