@@ -301,6 +301,6 @@ $(EMISSARY_DIR)/.released:
 emissary: $(EMISSARY_DIR)/.released ## Emissary's chart and manifests (its Go module) into bin/emissary/<version> (once).
 
 # `make test` also tests the image (test/image), the chart with the real helm, the
-# dashboard's PromQL and Emissary's own chart and manifests (test/envtest): build or fetch
-# what they run first.
-test: image $(HELM) $(TOOLS_BIN)/promql $(EMISSARY_DIR)/.released
+# dashboard's PromQL, Emissary's own chart and manifests (test/envtest) and the certificates
+# from cert-manager's controllers (test/ha): build or fetch what they run first.
+test: image $(HELM) $(TOOLS_BIN)/promql $(EMISSARY_DIR)/.released $(TOOLS_BIN)/cert-manager-controller

@@ -210,11 +210,7 @@ func served(r *Replica) (string, error) {
 
 // secretSerial is the serial number of the certificate in Secret name.
 func (d *drill) secretSerial(name string) string {
-	s := &corev1.Secret{}
-	if err := d.env.Client.Get(d.ctx, client.ObjectKey{Namespace: webhookNamespace, Name: name}, s); err != nil {
-		d.t.Fatal(err)
-	}
-	block, _ := pem.Decode(s.Data[corev1.TLSCertKey])
+	block, _ := pem.Decode(d.secretData(name, corev1.TLSCertKey))
 	if block == nil {
 		d.t.Fatalf("Secret %s holds no certificate", name)
 	}
@@ -234,23 +230,21 @@ func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
 	}
 }
 
-// TestCertManagerRenewals: the serving certificate comes from cert-manager's own controllers,
+// TestCertManager: the serving certificate comes from cert-manager's own controllers,
 // through the chart's Issuer chain, and its caBundle from cert-manager's CA injector. Under the
-// same load as TestHandover, three renewals forced through cert-manager: no failed or
-// unmutated admission, and each replica serves the new certificate afterwards, without a
-// restart.
-func TestCertManagerRenewals(t *testing.T) {
+// same load as TestHandover: three renewals forced through cert-manager, then a rotation of the
+// CA by the procedure of docs/high-availability.md. No failed or unmutated admission in
+// either, and each replica serves the new certificate afterwards, without a restart.
+func TestCertManager(t *testing.T) {
 	d := startDrill(t, true)
 	replicas := []*Replica{d.startReplica(), d.startReplica()}
 	if err := d.env.WaitForWebhook(time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	d.load.Start("renew")
-	time.Sleep(2 * time.Second)
-	for i := range 3 {
-		d.renew(servingCertificate)
+	servedEverywhere := func(what string) {
+		t.Helper()
 		serial := d.secretSerial(servingCertificate + "-tls")
-		waitFor(t, time.Minute, fmt.Sprintf("renewal %d served by every replica", i+1), func() bool {
+		waitFor(t, time.Minute, what+" served by every replica", func() bool {
 			for _, r := range replicas {
 				if got, err := served(r); err != nil || got != serial {
 					return false
@@ -258,9 +252,102 @@ func TestCertManagerRenewals(t *testing.T) {
 			}
 			return true
 		})
-		time.Sleep(time.Second)
 	}
-	s := Summarize(d.load.Stop())
-	t.Logf("three renewals: %s", s)
-	checkNoFailure(t, s)
+
+	t.Run("Renewals", func(t *testing.T) {
+		d.t = t
+		d.load.Start("renew")
+		time.Sleep(2 * time.Second)
+		for i := range 3 {
+			d.renew(servingCertificate)
+			servedEverywhere(fmt.Sprintf("renewal %d", i+1))
+			time.Sleep(time.Second)
+		}
+		s := Summarize(d.load.Stop())
+		t.Logf("three renewals: %s", s)
+		checkNoFailure(t, s)
+	})
+
+	t.Run("CARotation", func(t *testing.T) {
+		d.t = t
+		d.load.Start("rotate")
+		time.Sleep(2 * time.Second)
+		oldCA := d.secretData(serviceName+"-ca", corev1.TLSCertKey)
+		d.renew(serviceName + "-ca")
+		newCA := d.secretData(serviceName+"-ca", corev1.TLSCertKey)
+		if bytes.Equal(oldCA, newCA) {
+			t.Fatal("the CA was renewed with the same certificate")
+		}
+		// 1. The caBundle trusts both CAs (the test stands for trust-manager).
+		d.injectFrom(append(append([]byte{}, oldCA...), newCA...))
+		// 2. The serving certificate from the new CA, served everywhere.
+		d.renew(servingCertificate)
+		servedEverywhere("the certificate of the new CA")
+		// 3. The old CA dropped.
+		d.injectFrom(newCA)
+		time.Sleep(2 * time.Second)
+		s := Summarize(d.load.Stop())
+		t.Logf("CA rotation: %s", s)
+		checkNoFailure(t, s)
+	})
+}
+
+// trustSecret is the bundle the webhook configuration injects from during a CA rotation.
+const trustSecret = serviceName + "-trust"
+
+// injectFrom makes the CA injector fill the caBundle from a Secret holding bundle, and waits
+// until the webhook configuration has it.
+func (d *drill) injectFrom(bundle []byte) {
+	t := d.t
+	t.Helper()
+	s := &corev1.Secret{}
+	key := client.ObjectKey{Namespace: webhookNamespace, Name: trustSecret}
+	if err := d.env.Client.Get(d.ctx, key, s); err != nil {
+		s = &corev1.Secret{}
+		s.Namespace, s.Name = key.Namespace, key.Name
+		s.Annotations = map[string]string{"cert-manager.io/allow-direct-injection": "true"}
+		s.Data = map[string][]byte{"ca.crt": bundle}
+		if err := d.env.Client.Create(d.ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		s.Data = map[string][]byte{"ca.crt": bundle}
+		if err := d.env.Client.Update(d.ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := d.env.Client.Get(d.ctx, client.ObjectKey{Name: serviceName}, mwc); err != nil {
+		t.Fatal(err)
+	}
+	if mwc.Annotations["cert-manager.io/inject-ca-from-secret"] == "" {
+		delete(mwc.Annotations, "cert-manager.io/inject-ca-from")
+		mwc.Annotations["cert-manager.io/inject-ca-from-secret"] = webhookNamespace + "/" + trustSecret
+		if err := d.env.Client.Update(d.ctx, mwc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, time.Minute, "the CA injector to inject the trust bundle", func() bool {
+		got := &admissionregistrationv1.MutatingWebhookConfiguration{}
+		if d.env.Client.Get(d.ctx, client.ObjectKeyFromObject(mwc), got) != nil {
+			return false
+		}
+		for _, w := range got.Webhooks {
+			if !bytes.Equal(w.ClientConfig.CABundle, bundle) {
+				return false
+			}
+		}
+		return true
+	})
+	// The API server reads the webhook configuration through its informer.
+	time.Sleep(time.Second)
+}
+
+// secretData is key of Secret name.
+func (d *drill) secretData(name, key string) []byte {
+	s := &corev1.Secret{}
+	if err := d.env.Client.Get(d.ctx, client.ObjectKey{Namespace: webhookNamespace, Name: name}, s); err != nil {
+		d.t.Fatal(err)
+	}
+	return s.Data[key]
 }

@@ -20,6 +20,9 @@ import (
 // netnsEnv marks the re-executed test binary, inside the network namespace.
 const netnsEnv = "EMISSARY_ISTIO_HA_NETNS"
 
+// APIServerAddress is what kube-apiserver advertises.
+const APIServerAddress = "192.0.2.1"
+
 // Link is the veth device inside the namespace that holds the replicas' addresses.
 const Link = "ha0"
 
@@ -65,6 +68,9 @@ func setUpNetwork() error {
 		{"link", "add", Link, "type", "veth", "peer", "name", Link + "-peer"},
 		{"link", "set", Link, "up"},
 		{"link", "set", Link + "-peer", "up"},
+		// kube-apiserver's address (its --advertise-address): with no route out of the
+		// namespace it finds none by itself.
+		{"addr", "add", APIServerAddress + "/24", "dev", Link},
 	} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			return fmt.Errorf("ip %v: %w: %s", args, err, out)
