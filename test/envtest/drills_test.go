@@ -441,5 +441,5 @@ func TestDrillAPIServerRestart(t *testing.T) {
 		}
 		return resp.Result.Message, len(resp.Patch) > 0
 	})
-	t.Logf("a label set after readiness came back was followed within %s", took.Round(time.Millisecond))
+	t.Logf("a label set once Mappings were answered again was followed within %s", took.Round(time.Millisecond))
 }
