@@ -88,18 +88,7 @@ func (d *drill) startCertManager(objects []*unstructured.Unstructured) {
 	if err := d.env.Client.Create(d.ctx, mwc); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Minute, "the CA injector to fill the caBundle", func() bool {
-		got := &admissionregistrationv1.MutatingWebhookConfiguration{}
-		if d.env.Client.Get(d.ctx, client.ObjectKeyFromObject(mwc), got) != nil {
-			return false
-		}
-		for _, w := range got.Webhooks {
-			if len(w.ClientConfig.CABundle) == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	d.waitCABundle("the CA injector to fill the caBundle", func(b []byte) bool { return len(b) > 0 })
 }
 
 func (d *drill) cmClient() client.Client {
@@ -257,6 +246,7 @@ func TestCertManager(t *testing.T) {
 	t.Run("Renewals", func(t *testing.T) {
 		d.t = t
 		d.load.Start("renew")
+		t.Cleanup(func() { d.load.Stop() })
 		time.Sleep(2 * time.Second)
 		for i := range 3 {
 			d.renew(servingCertificate)
@@ -271,6 +261,7 @@ func TestCertManager(t *testing.T) {
 	t.Run("CARotation", func(t *testing.T) {
 		d.t = t
 		d.load.Start("rotate")
+		t.Cleanup(func() { d.load.Stop() })
 		time.Sleep(2 * time.Second)
 		oldCA := d.secretData(serviceName+"-ca", corev1.TLSCertKey)
 		d.renew(serviceName + "-ca")
@@ -327,20 +318,26 @@ func (d *drill) injectFrom(bundle []byte) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, time.Minute, "the CA injector to inject the trust bundle", func() bool {
+	d.waitCABundle("the CA injector to inject the trust bundle", func(b []byte) bool { return bytes.Equal(b, bundle) })
+	// The API server reads the webhook configuration through its informer.
+	time.Sleep(time.Second)
+}
+
+// waitCABundle waits until every webhook's caBundle is ok.
+func (d *drill) waitCABundle(what string, ok func(caBundle []byte) bool) {
+	d.t.Helper()
+	waitFor(d.t, time.Minute, what, func() bool {
 		got := &admissionregistrationv1.MutatingWebhookConfiguration{}
-		if d.env.Client.Get(d.ctx, client.ObjectKeyFromObject(mwc), got) != nil {
+		if d.env.Client.Get(d.ctx, client.ObjectKey{Name: serviceName}, got) != nil || len(got.Webhooks) == 0 {
 			return false
 		}
 		for _, w := range got.Webhooks {
-			if !bytes.Equal(w.ClientConfig.CABundle, bundle) {
+			if !ok(w.ClientConfig.CABundle) {
 				return false
 			}
 		}
 		return true
 	})
-	// The API server reads the webhook configuration through its informer.
-	time.Sleep(time.Second)
 }
 
 // secretData is key of Secret name.

@@ -257,6 +257,7 @@ func TestHandover(t *testing.T) {
 	t.Run("RollingRestart", func(t *testing.T) {
 		d.t = t
 		d.load.Start("roll")
+		t.Cleanup(func() { d.load.Stop() })
 		time.Sleep(2 * time.Second)
 		// maxSurge 1, maxUnavailable 0: a new pod ready, then an old one deleted.
 		for i, old := range replicas {
@@ -272,6 +273,7 @@ func TestHandover(t *testing.T) {
 	t.Run("SIGKILL", func(t *testing.T) {
 		d.t = t
 		d.load.Start("kill")
+		t.Cleanup(func() { d.load.Stop() })
 		time.Sleep(2 * time.Second)
 		victim := replicas[0]
 		killed := time.Now()

@@ -36,14 +36,15 @@ type Result struct {
 
 // Start begins the stream.
 func (l *Load) Start(prefix string) {
-	l.stop = make(chan struct{})
+	stop := make(chan struct{})
+	l.stop = stop
 	for range l.Workers {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
 			for {
 				select {
-				case <-l.stop:
+				case <-stop:
 					return
 				default:
 				}
@@ -53,9 +54,13 @@ func (l *Load) Start(prefix string) {
 	}
 }
 
-// Stop ends the stream and returns every admission since Start.
+// Stop ends the stream and returns every admission since Start; nil if it is not running.
 func (l *Load) Stop() []Result {
+	if l.stop == nil {
+		return nil
+	}
 	close(l.stop)
+	l.stop = nil
 	l.wg.Wait()
 	l.mu.Lock()
 	defer l.mu.Unlock()
