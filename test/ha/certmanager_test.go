@@ -274,8 +274,12 @@ func TestCertManager(t *testing.T) {
 		// 2. The serving certificate from the new CA, served everywhere.
 		d.renew(servingCertificate)
 		servedEverywhere("the certificate of the new CA")
-		// 3. The old CA dropped.
-		d.injectFrom(newCA)
+		// 3. The old CA dropped: back to the chart's injection from the serving Certificate,
+		// whose ca.crt is the new CA.
+		d.injectFromCertificate()
+		if got := d.secretData(servingCertificate+"-tls", "ca.crt"); !sameCerts(got, newCA) {
+			t.Fatalf("the serving Secret's ca.crt is not the new CA:\n%s", got)
+		}
 		time.Sleep(2 * time.Second)
 		s := Summarize(d.load.Stop())
 		t.Logf("CA rotation: %s", s)
@@ -318,7 +322,7 @@ func (d *drill) injectFrom(bundle []byte) {
 			t.Fatal(err)
 		}
 	}
-	d.waitCABundle("the CA injector to inject the trust bundle", func(b []byte) bool { return bytes.Equal(b, bundle) })
+	d.waitCABundle("the CA injector to inject the trust bundle", func(b []byte) bool { return sameCerts(b, bundle) })
 	// The API server reads the webhook configuration through its informer.
 	time.Sleep(time.Second)
 }
@@ -326,8 +330,13 @@ func (d *drill) injectFrom(bundle []byte) {
 // waitCABundle waits until every webhook's caBundle is ok.
 func (d *drill) waitCABundle(what string, ok func(caBundle []byte) bool) {
 	d.t.Helper()
+	got := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	defer func() {
+		if d.t.Failed() {
+			d.t.Logf("webhook configuration: annotations %v, first caBundle:\n%s", got.Annotations, got.Webhooks[0].ClientConfig.CABundle)
+		}
+	}()
 	waitFor(d.t, time.Minute, what, func() bool {
-		got := &admissionregistrationv1.MutatingWebhookConfiguration{}
 		if d.env.Client.Get(d.ctx, client.ObjectKey{Name: serviceName}, got) != nil || len(got.Webhooks) == 0 {
 			return false
 		}
@@ -338,6 +347,49 @@ func (d *drill) waitCABundle(what string, ok func(caBundle []byte) bool) {
 		}
 		return true
 	})
+}
+
+// injectFromCertificate restores the chart's cert-manager.io/inject-ca-from (the serving
+// Certificate) and waits until the caBundle is that Certificate's CA.
+func (d *drill) injectFromCertificate() {
+	t := d.t
+	t.Helper()
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := d.env.Client.Get(d.ctx, client.ObjectKey{Name: serviceName}, mwc); err != nil {
+		t.Fatal(err)
+	}
+	delete(mwc.Annotations, "cert-manager.io/inject-ca-from-secret")
+	mwc.Annotations["cert-manager.io/inject-ca-from"] = webhookNamespace + "/" + servingCertificate
+	if err := d.env.Client.Update(d.ctx, mwc); err != nil {
+		t.Fatal(err)
+	}
+	ca := d.secretData(servingCertificate+"-tls", "ca.crt")
+	d.waitCABundle("the CA injector to inject the serving Certificate's CA", func(b []byte) bool { return sameCerts(b, ca) })
+	time.Sleep(time.Second) // the API server's informer
+}
+
+// sameCerts reports whether two PEM bundles hold the same set of certificates.
+func sameCerts(a, b []byte) bool {
+	set := func(p []byte) map[string]bool {
+		m := map[string]bool{}
+		for {
+			var block *pem.Block
+			if block, p = pem.Decode(p); block == nil {
+				return m
+			}
+			m[string(block.Bytes)] = true
+		}
+	}
+	x, y := set(a), set(b)
+	if len(x) != len(y) || len(x) == 0 {
+		return false
+	}
+	for k := range x {
+		if !y[k] {
+			return false
+		}
+	}
+	return true
 }
 
 // secretData is key of Secret name.
