@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,8 +108,11 @@ type drill struct {
 	certDir   string
 	endpoints *Endpoints
 	load      *Load
-	nextIP    int
 }
+
+// nextIP is the last byte of the next replica's address: each replica of the process (every
+// test shares the network namespace) gets a new one, as a new pod does.
+var nextIP atomic.Int32
 
 func startDrill(t *testing.T, certManager bool) *drill {
 	t.Helper()
@@ -144,7 +148,7 @@ func startDrill(t *testing.T, certManager bool) *drill {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	d := &drill{t: t, root: t, env: env, ctx: ctx, chart: chart, bin: bin, nextIP: 11, certDir: filepath.Join(env.Dir, "certs")}
+	d := &drill{t: t, root: t, env: env, ctx: ctx, chart: chart, bin: bin, certDir: filepath.Join(env.Dir, "certs")}
 
 	for _, ns := range []*corev1.Namespace{
 		{ObjectMeta: metav1.ObjectMeta{Name: webhookNamespace}},
@@ -208,8 +212,8 @@ func (d *drill) register(caBundle []byte) error {
 // returns once the replica is ready there.
 func (d *drill) startReplica() *Replica {
 	d.t.Helper()
-	name, ip := fmt.Sprintf("webhook-%d", d.nextIP), fmt.Sprintf("192.0.2.%d", d.nextIP)
-	d.nextIP++
+	n := nextIP.Add(1) + 10
+	name, ip := fmt.Sprintf("webhook-%d", n), fmt.Sprintf("192.0.2.%d", n)
 	r, err := StartReplica(d.bin, name, ip, d.certDir, d.env.Kubeconfig, d.env.Dir, d.chart.Args...)
 	if err != nil {
 		d.t.Fatal(err)
