@@ -274,6 +274,13 @@ $(TOOLS_BIN)/argodiff: hack/tools/argodiff/go.mod hack/tools/argodiff/go.sum $(w
 	@echo ">> building argodiff on Argo CD's gitops-engine (about 4 minutes the first time)"
 	cd hack/tools/argodiff && go build -trimpath -o $@ .
 
+# cert-manager's own Certificate and issuer controllers, for test/ha's renewals and CA rotation
+# (hack/tools/cert-manager; cert-manager publishes no module for its controller binary).
+$(TOOLS_BIN)/cert-manager-controller: hack/tools/cert-manager/go.mod hack/tools/cert-manager/go.sum hack/tools/cert-manager/main.go
+	@mkdir -p $(TOOLS_BIN)
+	@echo ">> building cert-manager's controllers from its Go module"
+	cd hack/tools/cert-manager && go build -o $@ .
+
 # ---- Emissary's own chart and manifests ----
 
 # What the tests apply as Emissary: its real Helm chart, emissary-crds.yaml (the apiext
@@ -310,6 +317,8 @@ $(EMISSARY_DIR)/.released:
 emissary: $(EMISSARY_DIR)/.released ## Emissary's chart and manifests (its Go module) into bin/emissary/<version> (once).
 
 # `make test` also tests the image (test/image), the chart with the real helm, the
-# dashboard's PromQL, Emissary's own chart and manifests and the GitOps engines' verdicts
-# (test/envtest): build or fetch what they run first.
-test: image $(HELM) $(TOOLS_BIN)/promql $(EMISSARY_DIR)/.released $(TOOLS_BIN)/fluxdiff $(TOOLS_BIN)/argodiff
+# dashboard's PromQL, Emissary's own chart and manifests, the GitOps engines' verdicts
+# (test/envtest) and the certificates from cert-manager's controllers (test/ha): build or
+# fetch what they run first.
+test: image $(HELM) $(TOOLS_BIN)/promql $(EMISSARY_DIR)/.released $(TOOLS_BIN)/fluxdiff $(TOOLS_BIN)/argodiff \
+	$(TOOLS_BIN)/cert-manager-controller

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -70,6 +71,10 @@ func newServeCommand() *cobra.Command {
 	f.StringVar(&configPath, "config", "", "configuration file (defaults apply when empty)")
 	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "Prometheus metrics listener; 0 disables it")
 	f.StringVar(&opts.HealthAddr, "health-probe-bind-address", ":8081", "/healthz and /readyz listener; 0 disables it")
+	f.DurationVar(&opts.ShutdownDelay, "shutdown-delay", 0,
+		"on SIGTERM, how long to keep serving with /readyz failing before stopping, so that the replica leaves the Service's endpoints first (at least the readiness probe's periodSeconds x failureThreshold, plus a second or two)")
+	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second,
+		"after --shutdown-delay, how long to wait for the reviews in flight to be answered")
 	selfSigned.bindFlags(f)
 	logFlags := flag.NewFlagSet("log", flag.ContinueOnError)
 	zapOpts.BindFlags(logFlags)

@@ -3,6 +3,8 @@ package mutate
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -355,5 +357,48 @@ func TestHandlersPassThrough(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// staleNamespaces is a namespace cache that is not current: every lookup fails as
+// NamespaceCache's does then.
+type staleNamespaces struct{}
+
+func (staleNamespaces) NamespaceLabels(context.Context, string) (map[string]string, bool, error) {
+	return nil, false, fmt.Errorf("%w: no watch on namespaces open for 5s", ErrCacheStale)
+}
+
+// TestMappingHandlerStaleCache: while the namespace cache is not current, a Mapping whose
+// decision needs a namespace's labels is refused with a retryable 503, never stored
+// unchanged; one whose decision needs no namespace is answered as always.
+func TestMappingHandlerStaleCache(t *testing.T) {
+	mapping := func(spec string) string {
+		return "apiVersion: getambassador.io/v2\nkind: Mapping\nmetadata:\n  name: m\n  namespace: default\nspec:\n  prefix: /m/\n" + spec
+	}
+	cases := []struct {
+		name, in string
+		refused  bool
+	}{
+		{"upstream namespace decides", mapping("  service: quote\n"), true},
+		{"other namespace decides", mapping("  service: quote.other:8080\n"), true},
+		{"user's tls", mapping("  service: quote\n  tls: false\n"), false},
+		{"scheme", mapping("  service: http://quote\n"), false},
+		{"IP address", mapping("  service: 10.0.0.7:8080\n"), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := &MappingHandler{Config: NewConfigHolder(inject.DefaultConfig()), Namespaces: staleNamespaces{}, Metrics: NewMetrics(nil)}
+			resp, _ := admit(t, h, review(t, admissionv1.Create, mappingV2GVK, c.in))
+			if !c.refused {
+				if !resp.Allowed || len(resp.Patch) != 0 {
+					t.Fatalf("want allowed unchanged, got %+v", resp.AdmissionResponse)
+				}
+				return
+			}
+			if resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusServiceUnavailable ||
+				!strings.Contains(resp.Result.Message, "namespace cache") || !strings.Contains(resp.Result.Message, "apply it again") {
+				t.Fatalf("want a retryable refusal naming the namespace cache, got %+v", resp.AdmissionResponse)
+			}
+		})
 	}
 }

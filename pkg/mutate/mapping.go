@@ -2,11 +2,13 @@ package mutate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -52,6 +54,23 @@ func (h *MappingHandler) Handle(ctx context.Context, req admission.Request) admi
 		stored = storedMapping(req)
 	}
 	dec, err := mapping.Decide(mapping.WithLostMarker(obj, stored), cfg, cfg.Lookup(ctx, h.Namespaces))
+	if errors.Is(err, ErrCacheStale) && (dec.Reason == mapping.ReasonNamespaceUnknown || dec.Reason == mapping.ReasonNotMeshed) {
+		// The decision turned on a namespace's labels the cache could not give (a Mapping
+		// with its own tls, a scheme or an IP address looks a namespace up only for its
+		// warnings, and is answered without them). Answering from stale labels could store
+		// the wrong tls for good, and answering "unchanged" would store the Mapping without
+		// it: refuse, say why, and let the user apply it again. Workload reviews, which need
+		// no namespace, go on.
+		h.Metrics.failed(kindMapping, "cache-stale", start)
+		log.Info("namespace cache not current; Mapping refused", "kind", kindMapping, "uid", req.UID, "error", err.Error())
+		return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{
+			Allowed: false,
+			Result: &metav1.Status{
+				Code: http.StatusServiceUnavailable, Reason: metav1.StatusReasonServiceUnavailable,
+				Message: fmt.Sprintf("emissary-istio-webhook cannot decide this Mapping's tls now: %v; nothing was stored, apply it again in a few seconds", err),
+			},
+		}}
+	}
 	if err != nil {
 		// Decided as if the namespace did not exist: nothing set, nothing taken away.
 		log.Error(err, "namespace lookup failed; the Mapping is left unchanged")

@@ -2,6 +2,8 @@ package mutate
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -16,7 +18,14 @@ import (
 // admission costs no API call.
 type NamespaceCache struct {
 	Reader client.Reader
+	// Current, when set, says whether the cache holds the API server's labels (nil) or why
+	// not; a lookup while it does not fails with ErrCacheStale.
+	Current func() error
 }
+
+// ErrCacheStale is the error of a namespace lookup while the cache is stale or has not
+// synced yet.
+var ErrCacheStale = errors.New("the namespace cache is not current")
 
 var _ mapping.Namespaces = NamespaceCache{}
 
@@ -46,6 +55,11 @@ func TrimNamespace(in any) (any, error) {
 
 // NamespaceLabels implements mapping.Namespaces.
 func (c NamespaceCache) NamespaceLabels(ctx context.Context, name string) (map[string]string, bool, error) {
+	if c.Current != nil {
+		if err := c.Current(); err != nil {
+			return nil, false, fmt.Errorf("%w: %w", ErrCacheStale, err)
+		}
+	}
 	ns := NamespaceObject()
 	if err := c.Reader.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil {
 		if apierrors.IsNotFound(err) {

@@ -6,28 +6,17 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"math/big"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
-	"github.com/cert-manager/cert-manager/pkg/controller/cainjector"
-	cmutil "github.com/cert-manager/cert-manager/pkg/util"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/emissary-istio/emissary-istio-webhook/certs"
 )
@@ -54,16 +43,14 @@ func TestCertManager(t *testing.T) {
 	t.Run("serving certificate renewed under load", func(t *testing.T) { testRotationUnderLoad(t, e) })
 }
 
-// certManagerCRDs is deploy/crds of the cert-manager module this project requires.
+// certManagerCRDs is CertManagerCRDs, or the test fails.
 func certManagerCRDs(t *testing.T) string {
 	t.Helper()
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cert-manager/cert-manager")
-	cmd.Dir = RepoRoot()
-	out, err := cmd.Output()
-	if err != nil || len(bytes.TrimSpace(out)) == 0 {
-		t.Fatalf("locating the cert-manager module (go list -m): %v %s", err, out)
+	dir, err := CertManagerCRDs()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds")
+	return dir
 }
 
 // testBaseApplies: `kubectl apply --server-side` of manifests/base, every field validated
@@ -215,42 +202,15 @@ func testCAInjector(t *testing.T, e *Env) {
 	}
 }
 
-// runCAInjector starts cert-manager's CA injector for MutatingWebhookConfigurations, with the
-// manager options of its own binary (cmd/cainjector), and returns a function that stops it.
+// runCAInjector is RunCAInjector, or the test fails; stop reports the injector's error.
 func runCAInjector(t *testing.T, e *Env) (stop func()) {
 	t.Helper()
-	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{
-		clientgoscheme.AddToScheme, cmapi.AddToScheme, apiextensionsv1.AddToScheme, apiregistrationv1.AddToScheme,
-	} {
-		if err := add(scheme); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// As cmd/cainjector: the user agent names the field manager of its apply patches.
-	mgr, err := ctrl.NewManager(cmutil.RestConfigWithUserAgent(e.Config, "cainjector"), ctrl.Options{
-		Scheme:  scheme,
-		Metrics: metricsserver.Options{BindAddress: "0"},
-		Client:  client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
-		// Controller names are unique per process; -count=N registers them N times.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
+	stopInjector, err := e.RunCAInjector()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := cainjector.RegisterAllInjectors(ctx, mgr, cainjector.SetupOptions{
-		EnableCertificatesDataSource: true,
-		EnabledReconcilersFor:        map[string]bool{cainjector.MutatingWebhookConfigurationName: true},
-	}); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
 	return func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stopInjector(); err != nil {
 			t.Errorf("CA injector: %v", err)
 		}
 	}

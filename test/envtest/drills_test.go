@@ -341,10 +341,12 @@ func TestDrillNamespaceLabelFollows(t *testing.T) {
 }
 
 // TestDrillAPIServerRestart: kube-apiserver stops and starts again (etcd keeps running). The
-// webhook's readiness drops while its namespace cache has no watch, and comes back only when
-// the cache is current again: the restarted API server refuses the watch the informer resumes
-// (410, too old resource version), and the cache is current only after the informer's
-// re-list, which its backoff may delay by seconds. A label set once readiness is back is
+// namespace cache is stale while it has no watch, and current again only when the restarted
+// API server has answered the informer's re-list (it refuses the watch the informer resumes:
+// 410, too old resource version), which its backoff may delay by seconds. Meanwhile the
+// replica stays ready and answers workload reviews, which need no namespace; a Mapping review
+// that needs a namespace's labels is refused with a clear, retryable answer, never decided
+// from stale labels nor stored unchanged. A label set once Mappings are answered again is
 // seen at once.
 func TestDrillAPIServerRestart(t *testing.T) {
 	e := drStart(t, Options{NoWebhook: true})
@@ -390,48 +392,54 @@ func TestDrillAPIServerRestart(t *testing.T) {
 			_ = e.StartAPIServer()
 		}
 	})
-	_, took := eventually(t, 30*time.Second, func() (string, bool) {
-		code, body := probe()
-		return fmt.Sprintf("readyz %d %s", code, body), code != http.StatusOK && strings.Contains(body, "[-]namespace-cache failed")
-	})
-	t.Logf("readiness dropped %s after kube-apiserver stopped", took.Round(100*time.Millisecond))
-
-	// The webhook keeps answering (Deployments need no cache) while it is not ready.
 	wc := biClient(&Env{CABundle: bundle.CACert})
-	resp, err := wc.Post("https://127.0.0.1:"+strconv.Itoa(port)+mutate.DeploymentPath, "application/json",
-		strings.NewReader(string(biReview(biReviewV1, biRequest("uid-restart", biDeploymentKind, "CREATE", biDeployment(nil))))))
-	if err != nil {
-		t.Fatal(err)
+	url := "https://127.0.0.1:" + strconv.Itoa(port) + mutate.MappingPath
+	review := mappingReview(t, "after-restart", "after")
+	stillReady := func() {
+		t.Helper()
+		if code, body := probe(); code != http.StatusOK {
+			t.Fatalf("readiness dropped because the namespace cache is stale: %d %s", code, body)
+		}
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("webhook answered %d while the API server was down", resp.StatusCode)
+	_, took := eventually(t, 30*time.Second, func() (string, bool) {
+		stillReady()
+		resp := postReview(t, wc, url, review)
+		return fmt.Sprintf("%+v", resp.Result), !resp.Allowed && resp.Result != nil &&
+			resp.Result.Code == http.StatusServiceUnavailable && strings.Contains(resp.Result.Message, "namespace cache")
+	})
+	t.Logf("Mappings refused %s after kube-apiserver stopped; the replica stays ready", took.Round(100*time.Millisecond))
+
+	// The webhook keeps answering workloads (they need no cache), and stays ready.
+	answer := postReview(t, wc, "https://127.0.0.1:"+strconv.Itoa(port)+mutate.DeploymentPath,
+		biReview(biReviewV1, biRequest("uid-restart", biDeploymentKind, "CREATE", biDeployment(nil))))
+	if !answer.Allowed || len(answer.Patch) == 0 {
+		t.Errorf("an Emissary Deployment review while the API server was down was not injected: %+v", answer.Result)
 	}
+	stillReady()
 
 	if err := e.StartAPIServer(); err != nil {
 		t.Fatal(err)
 	}
 	restarted = true
 	_, took = eventually(t, 90*time.Second, func() (string, bool) {
-		code, body := probe()
-		return fmt.Sprintf("readyz %d %s", code, body), code == http.StatusOK
-	})
-	t.Logf("ready again %s after kube-apiserver started", took.Round(100*time.Millisecond))
-
-	// Ready means current: from here on readiness holds, and the cache follows a label set
-	// now as fast as at any other time (TestDrillNamespaceLabelFollows' bound).
-	drMust(t, e, "", "label", "namespace", "after-restart", "istio-injection=enabled")
-	url := "https://127.0.0.1:" + strconv.Itoa(port) + mutate.MappingPath
-	review := mappingReview(t, "after-restart", "after")
-	_, took = eventually(t, time.Second, func() (string, bool) {
-		if code, body := probe(); code != http.StatusOK {
-			t.Fatalf("readiness failed again after it had come back, so it came back before the cache was current: %d %s", code, body)
-		}
+		stillReady()
 		resp := postReview(t, wc, url, review)
+		return fmt.Sprintf("%+v", resp.Result), resp.Allowed
+	})
+	t.Logf("Mappings answered again %s after kube-apiserver started", took.Round(100*time.Millisecond))
+
+	// Answered means current: from here on no Mapping is refused, and the cache follows a
+	// label set now as fast as at any other time (TestDrillNamespaceLabelFollows' bound).
+	drMust(t, e, "", "label", "namespace", "after-restart", "istio-injection=enabled")
+	_, took = eventually(t, time.Second, func() (string, bool) {
+		resp := postReview(t, wc, url, review)
+		if !resp.Allowed {
+			t.Fatalf("a Mapping refused again after Mappings were answered, so they were answered before the cache was current: %+v", resp.Result)
+		}
 		if resp.Result == nil || resp.Result.Message == "" {
 			t.Fatalf("a Mapping review without a message: %+v", resp)
 		}
 		return resp.Result.Message, len(resp.Patch) > 0
 	})
-	t.Logf("a label set after readiness came back was followed within %s", took.Round(time.Millisecond))
+	t.Logf("a label set once Mappings were answered again was followed within %s", took.Round(time.Millisecond))
 }

@@ -50,6 +50,8 @@ type Options struct {
 	// Metrics for the in-process server; nil means a fresh unregistered set, so several
 	// environments in one process do not collide on the global registry.
 	Metrics *mutate.Metrics
+	// APIServerFlags are set on kube-apiserver's command line (name without "--", value).
+	APIServerFlags map[string]string
 }
 
 // Env is a running control plane with the webhook registered.
@@ -162,6 +164,9 @@ func Start(opts Options) (_ *Env, err error) {
 			_ = e.Stop()
 		}
 	}()
+	for name, value := range opts.APIServerFlags {
+		e.control.ControlPlane.GetAPIServer().Configure().Set(name, value)
+	}
 	if e.Config, err = e.control.Start(); err != nil {
 		return nil, fmt.Errorf("envtest: starting kube-apiserver and etcd: %w", err)
 	}
