@@ -195,7 +195,7 @@ type argoApplication struct {
 // blocks with kind: Application): the tests run Argo CD's diff with exactly those settings.
 func documentedApplications(t *testing.T) []argoApplication {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(RepoRoot(), "docs", "gitops.md"))
+	raw, err := os.ReadFile(filepath.Join(RepoRoot(), "docs/gitops.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
