@@ -36,33 +36,56 @@ func istioCRDs() (string, error) {
 }
 
 // discoveryChart is Istio's istio-discovery chart (what `helm install istiod` installs),
-// rendered by the real helm for an istiod of opts: its revision, its trust domain, and the
-// proxy image of the release under test.
+// rendered by the real helm for an istiod of opts: its revision, its trust domain, the proxy
+// image of the release under test unless opts.Values say otherwise, and opts.Values.
 type discoveryChart []*unstructured.Unstructured
 
 func renderDiscoveryChart(opts IstiodOptions) (discoveryChart, error) {
-	dir, err := istioModule()
-	if err != nil {
-		return nil, err
-	}
-	home, err := os.MkdirTemp("", "istio-helm-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(home)
-	args := []string{"template", "istiod", filepath.Join(dir, "manifests", "charts", "istio-control", "istio-discovery"),
-		"--namespace", "istio-system",
-		"--set", "global.hub=" + inject.DefaultHub, "--set", "global.tag=" + inject.DefaultIstioVersion,
-		"--set", "meshConfig.trustDomain=" + opts.TrustDomain}
-	if opts.Revision != "default" {
-		args = append(args, "--set", "revision="+opts.Revision)
-	}
-	out, err := envtest.Helm(home, nil, args...)
+	out, err := helmTemplateDiscovery(opts)
 	if err != nil {
 		return nil, err
 	}
 	objs, err := envtest.ParseObjects([]byte(out))
 	return discoveryChart(objs), err
+}
+
+// revisionTagManifest is what Istio's Helm upgrade guide pipes into `kubectl apply` to point
+// revision tags at opts' revision (creating or moving them): the chart of that revision
+// rendered with revisionTags, only its revision-tag templates (a MutatingWebhookConfiguration
+// istio-revision-tag-<tag> and a Service istiod-revision-tag-<tag> each).
+func revisionTagManifest(opts IstiodOptions, tags ...string) ([]byte, error) {
+	opts.Values = append(append([]string{}, opts.Values...), "revisionTags={"+strings.Join(tags, ",")+"}")
+	out, err := helmTemplateDiscovery(opts, "--show-only", "templates/revision-tags-mwc.yaml", "--show-only", "templates/revision-tags-svc.yaml")
+	return []byte(out), err
+}
+
+// helmTemplateDiscovery runs `helm template` on the istio-discovery chart for opts, with
+// extra arguments.
+func helmTemplateDiscovery(opts IstiodOptions, extra ...string) (string, error) {
+	dir, err := istioModule()
+	if err != nil {
+		return "", err
+	}
+	home, err := os.MkdirTemp("", "istio-helm-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(home)
+	trustDomain := opts.TrustDomain
+	if trustDomain == "" {
+		trustDomain = "cluster.local"
+	}
+	args := []string{"template", "istiod", filepath.Join(dir, "manifests", "charts", "istio-control", "istio-discovery"),
+		"--namespace", "istio-system",
+		"--set", "global.hub=" + inject.DefaultHub, "--set", "global.tag=" + inject.DefaultIstioVersion,
+		"--set", "meshConfig.trustDomain=" + trustDomain}
+	if opts.Revision != "" && opts.Revision != "default" {
+		args = append(args, "--set", "revision="+opts.Revision)
+	}
+	for _, v := range opts.Values { // later --set values win
+		args = append(args, "--set", v)
+	}
+	return envtest.Helm(home, nil, append(args, extra...)...)
 }
 
 // get decodes the chart's object of kind and name into into.
