@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/mapping"
+	"github.com/emissary-istio/emissary-istio-webhook/pkg/mesh"
 )
 
 // Config file identity. The file is versioned so that its schema can change later without
@@ -58,7 +59,14 @@ type Config struct {
 	// restartPolicy Always (native.go).
 	NativeSidecar bool `json:"nativeSidecar"`
 
-	// Sidecar (istio-proxy) settings.
+	// IstioNamespace is where Istio's control plane lives: the mesh view reads its
+	// revisions' ConfigMaps there (pkg/mesh).
+	IstioNamespace string `json:"istioNamespace"`
+
+	// Sidecar (istio-proxy) settings. Those Istio decides (hub, istioVersion, the
+	// addresses, trustDomain, meshID, clusterID, jwtPolicy, proxyResources,
+	// imagePullPolicy) are taken from the revision serving the workload (ForWorkload)
+	// unless the file sets them: the defaults below are for clusters without a readable Istio.
 	Hub              string                      `json:"hub"`
 	IstioVersion     string                      `json:"istioVersion"`
 	Revision         string                      `json:"revision"`
@@ -79,6 +87,15 @@ type Config struct {
 	Mapping mapping.Config `json:"mapping"`
 
 	release istioRelease // of IstioVersion, parsed by Validate
+
+	// explicit names the keys the file set (applyDefaults records them): those win over what
+	// the mesh says.
+	explicit map[string]bool
+	// Read from the serving revision by ForWorkload: the full proxy image (it may not be
+	// <hub>/proxyv2:<tag>), its defaultConfig.proxyMetadata, and where they came from.
+	image         string
+	proxyMetadata map[string]string
+	meshSource    string
 }
 
 // DefaultConfig returns a fully defaulted, valid configuration.
@@ -155,17 +172,33 @@ func badQuantity(j []byte) error {
 	return errors.New(joinSorted(errs, "; "))
 }
 
+// meshKeys are the keys whose value Istio decides: set in the file, they win over the mesh.
+var meshKeys = []string{"hub", "istioVersion", "discoveryAddress", "caAddress", "trustDomain", "meshID",
+	"clusterID", "jwtPolicy", "proxyResources", "imagePullPolicy"}
+
 func (c *Config) applyDefaults() {
+	c.explicit = map[string]bool{}
+	for key, set := range map[string]bool{
+		"hub": c.Hub != "", "istioVersion": c.IstioVersion != "", "discoveryAddress": c.DiscoveryAddress != "",
+		"caAddress": c.CAAddress != "", "trustDomain": c.TrustDomain != "", "meshID": c.MeshID != "",
+		"clusterID": c.ClusterID != "", "jwtPolicy": c.JWTPolicy != "", "imagePullPolicy": c.ImagePullPolicy != "",
+		"proxyResources": len(c.ProxyResources.Requests) > 0 || len(c.ProxyResources.Limits) > 0 || len(c.ProxyResources.Claims) > 0,
+	} {
+		if set {
+			c.explicit[key] = true
+		}
+	}
 	if c.Mode == "" {
 		c.Mode = ModeSidecar
 	}
 	setDefault(&c.Hub, DefaultHub)
 	setDefault(&c.IstioVersion, DefaultIstioVersion)
+	setDefault(&c.IstioNamespace, mesh.DefaultNamespace)
 	istiod := "istiod"
 	if c.Revision != "" {
 		istiod += "-" + c.Revision
 	}
-	setDefault(&c.DiscoveryAddress, istiod+".istio-system.svc:15012")
+	setDefault(&c.DiscoveryAddress, istiod+"."+c.IstioNamespace+".svc:15012")
 	setDefault(&c.CAAddress, c.DiscoveryAddress)
 	setDefault(&c.TrustDomain, DefaultTrustDomain)
 	setDefault(&c.MeshID, DefaultMeshID)
@@ -240,6 +273,9 @@ func (c *Config) Validate() error {
 		for _, m := range validation.IsDNS1123Label(c.Revision) {
 			bad("revision", "%s", m)
 		}
+	}
+	for _, m := range validation.IsDNS1123Label(c.IstioNamespace) {
+		bad("istioNamespace", "%s", m)
 	}
 	for key, addr := range map[string]string{"discoveryAddress": c.DiscoveryAddress, "caAddress": c.CAAddress} {
 		if err := checkHostPort(addr); err != nil {
@@ -322,8 +358,12 @@ func joinSorted(errs []error, sep string) string {
 	return strings.Join(msgs, sep)
 }
 
-// Image is the istio-proxy image reference.
+// Image is the istio-proxy image reference: the serving revision's (ForWorkload), else
+// <hub>/proxyv2:<istioVersion>.
 func (c *Config) Image() string {
+	if c.image != "" {
+		return c.image
+	}
 	return c.Hub + "/proxyv2:" + c.IstioVersion
 }
 
@@ -344,6 +384,14 @@ func (c *Config) SidecarHash() string {
 	})
 	if err != nil { // cannot happen: plain strings and quantities
 		panic(err)
+	}
+	if c.image != "" || len(c.proxyMetadata) > 0 {
+		// What only the mesh sets; a configuration without it keeps the hash it always had,
+		// so upgrading the webhook restarts nothing.
+		return hashOf(struct {
+			Config, Image string
+			ProxyMetadata map[string]string
+		}{string(b), c.image, c.proxyMetadata})
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:6])

@@ -51,7 +51,7 @@ const (
 // Reasons lists every Reason Apply returns, e.g. to pre-create metric series.
 var Reasons = []string{
 	ReasonInjected, ReasonUpToDate, ReasonNotEmissary, ReasonOptOut, ReasonHandWrittenSidecar,
-	ReasonContainerNotFound, ReasonUnknownImage, ReasonHostNetwork, ReasonOwnedPod, ReasonPodImmutable,
+	ReasonContainerNotFound, ReasonUnknownImage, ReasonHostNetwork, ReasonOwnedPod, ReasonPodImmutable, ReasonKept,
 	string(RoleAPIExt), string(RoleConsulConnector), string(RoleAgent), string(RoleHelper),
 }
 

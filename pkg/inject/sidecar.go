@@ -1,6 +1,9 @@
 package inject
 
 import (
+	"maps"
+	"slices"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -42,6 +45,7 @@ func ProxyContainer(cfg *Config, deployment string) corev1.Container {
 		fieldEnv("ISTIO_META_CONFIG_NAMESPACE", "v1", "metadata.namespace"),
 		{Name: "ISTIO_META_CLUSTER_ID", Value: cfg.ClusterID},
 	}, agentEnv(cfg)...)
+	env = appendProxyMetadata(env, cfg.proxyMetadata)
 	return corev1.Container{
 		Name:            ProxyContainerName,
 		Image:           cfg.Image(),
@@ -69,6 +73,18 @@ func ProxyContainer(cfg *Config, deployment string) corev1.Container {
 		SecurityContext: &corev1.SecurityContext{RunAsUser: runAsUser},
 		Resources:       *cfg.ProxyResources.DeepCopy(),
 	}
+}
+
+// appendProxyMetadata adds the serving revision's defaultConfig.proxyMetadata as env vars,
+// as Istio's injection template does, in key order; a name the sidecar sets already keeps
+// the webhook's value (the certificate sharing depends on them).
+func appendProxyMetadata(env []corev1.EnvVar, md map[string]string) []corev1.EnvVar {
+	for _, k := range slices.Sorted(maps.Keys(md)) {
+		if indexEnv(env, k) < 0 {
+			env = append(env, corev1.EnvVar{Name: k, Value: md[k]})
+		}
+	}
+	return env
 }
 
 func fieldEnv(name, apiVersion, path string) corev1.EnvVar {

@@ -62,6 +62,8 @@ var (
 type WorkloadHandler struct {
 	Config  *ConfigHolder
 	Metrics *Metrics
+	// Mesh is the view of the cluster's Istio; nil renders from Config alone.
+	Mesh *MeshCache
 	// Kinds are the workload kinds it handles (inject.KindDeployment...); nil: all of them.
 	Kinds []string
 }
@@ -117,7 +119,21 @@ func (h *WorkloadHandler) Handle(ctx context.Context, req admission.Request) adm
 	if w.GetNamespace() == "" {
 		w.SetNamespace(req.Namespace)
 	}
-	res, patch, err := inject.WorkloadPatch(w, h.Config.Load())
+	// The configuration completed from the revision of the cluster's Istio that serves w, and
+	// on an UPDATE the stored object: an unchanged pod template keeps its sidecar.
+	cfg := h.Config.Load()
+	var notes inject.MeshNotes
+	if h.Mesh != nil {
+		cfg, notes = cfg.ForWorkload(h.Mesh.View(ctx, w.GetNamespace()), w)
+	}
+	var old inject.Workload
+	if req.Operation == admissionv1.Update && len(req.OldObject.Raw) > 0 {
+		if o, err := inject.DecodeWorkload(kind, req.OldObject.Raw); err == nil {
+			old = o
+		}
+	}
+	res, patch, err := inject.UpdatePatch(w, old, cfg, notes.Unavailable)
+	notes.Add(&res)
 	if err != nil { // cannot happen: the API types always marshal
 		h.Metrics.failed(kind, "patch", start)
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("encoding the patch: %w", err))
@@ -133,7 +149,10 @@ func (h *WorkloadHandler) Handle(ctx context.Context, req admission.Request) adm
 		// fields the webhook added in an earlier apply of the same manager, and the patch
 		// puts them back) changes nothing for the user: no notice, no "mutated".
 		if restores(req, kind, res) {
-			action, res.Reason = actionUnchanged, inject.ReasonUpToDate
+			action = actionUnchanged
+			if res.Reason != inject.ReasonKept {
+				res.Reason = inject.ReasonUpToDate
+			}
 			res.Message = fmt.Sprintf("the integration of %s %s is up to date: the patch restores what the webhook stored", kind, w.GetName())
 			warnings = res.Warnings
 		}

@@ -56,6 +56,10 @@ func TestEveryAnswerSaysWhy(t *testing.T) {
 		}
 		return `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":` + r + `}}`
 	}
+	update := func(kind, object, old string) string {
+		r := `{"uid":"u","operation":"UPDATE","namespace":"meshed","kind":` + kind + `,"object":` + object + `,"oldObject":` + old
+		return `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":` + r + `}}`
+	}
 	const (
 		deploymentKind = `{"group":"apps","version":"v1","kind":"Deployment"}`
 		daemonSetKind  = `{"group":"apps","version":"v1","kind":"DaemonSet"}`
@@ -74,6 +78,7 @@ func TestEveryAnswerSaysWhy(t *testing.T) {
 		{"Deployment injected", DeploymentPath, create(deploymentKind, deployment("seed-without-proxy.yaml")), true, "injected istio-proxy", "injected"},
 		{"Deployment up to date", DeploymentPath, create(deploymentKind, deployment("seed-without-proxy.golden.yaml")), false, "up to date", "up-to-date"},
 		{"Deployment re-rendered", DeploymentPath, create(deploymentKind, deployment("already-injected-old-version.yaml")), true, "updated istio-proxy", "injected"},
+		{"Deployment kept", DeploymentPath, update(deploymentKind, deployment("already-injected-old-version.yaml"), deployment("already-injected-old-version.yaml")), false, "kept the stored istio-proxy", "kept"},
 		{"Deployment opted out after injection", DeploymentPath, create(deploymentKind, deployment("opt-out-after-injection.yaml")), true, "removed istio-proxy", "opt-out"},
 		{"Deployment opted out", DeploymentPath, create(deploymentKind, deployment("opt-out.yaml")), false, "emissary-istio.io/inject", "opt-out"},
 		{"not Emissary", DeploymentPath, create(deploymentKind, deployment("non-emissary.yaml")), false, "no container runs an image that emissaryImages", "not-emissary"},

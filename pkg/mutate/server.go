@@ -12,7 +12,6 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -44,6 +43,8 @@ type Options struct {
 type Server struct {
 	Manager manager.Manager
 	Config  *ConfigHolder
+	// Mesh is the view of the cluster's Istio the workload handlers render from.
+	Mesh *MeshCache
 
 	freshness *cacheFreshness
 }
@@ -67,6 +68,10 @@ func NewServer(restCfg *rest.Config, opts Options) (*Server, error) {
 	}
 	// The namespace informer lists and watches through freshness, which readiness reads.
 	freshness := newCacheFreshness(cacheWatchGrace, time.Now)
+	// The mesh view: Istio's injector webhooks and its namespace's ConfigMaps (meshcache.go).
+	meshCache := &MeshCache{Namespace: opts.Config.IstioNamespace, errs: &listErrors{}}
+	byObject := meshCacheObjects(meshCache.Namespace)
+	byObject[NamespaceObject()] = cache.ByObject{Transform: TrimNamespace}
 	mgr, err := manager.New(restCfg, manager.Options{
 		Scheme: scheme,
 		WebhookServer: webhook.NewServer(webhook.Options{
@@ -83,14 +88,15 @@ func NewServer(restCfg *rest.Config, opts Options) (*Server, error) {
 		// Only namespace metadata is ever read, and of it only names and labels (TrimNamespace).
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
-			ByObject:         map[client.Object]cache.ByObject{NamespaceObject(): {Transform: TrimNamespace}},
-			NewInformer:      freshness.newInformer,
+			ByObject:         byObject,
+			NewInformer:      meshCache.wrapInformers(freshness.newInformer),
 		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mutate: creating manager: %w", err)
 	}
-	s := &Server{Manager: mgr, Config: NewConfigHolder(opts.Config), freshness: freshness}
+	meshCache.Reader, meshCache.APIReader = mgr.GetCache(), mgr.GetAPIReader()
+	s := &Server{Manager: mgr, Config: NewConfigHolder(opts.Config), Mesh: meshCache, freshness: freshness}
 	if err := s.register(opts.Metrics); err != nil {
 		return nil, err
 	}
@@ -105,9 +111,12 @@ func (s *Server) register(m *Metrics) error {
 	if err != nil {
 		return fmt.Errorf("mutate: namespace informer: %w", err)
 	}
+	if err := s.Mesh.start(context.Background(), mgr.GetCache()); err != nil {
+		return err
+	}
 	hook := mgr.GetWebhookServer()
-	hook.Register(DeploymentPath, postOnly(&admission.Webhook{Handler: &WorkloadHandler{Config: s.Config, Metrics: m, Kinds: DeploymentPathKinds}}))
-	hook.Register(PodPath, postOnly(&admission.Webhook{Handler: &WorkloadHandler{Config: s.Config, Metrics: m, Kinds: PodPathKinds}}))
+	hook.Register(DeploymentPath, postOnly(&admission.Webhook{Handler: &WorkloadHandler{Config: s.Config, Metrics: m, Kinds: DeploymentPathKinds, Mesh: s.Mesh}}))
+	hook.Register(PodPath, postOnly(&admission.Webhook{Handler: &WorkloadHandler{Config: s.Config, Metrics: m, Kinds: PodPathKinds, Mesh: s.Mesh}}))
 	hook.Register(MappingPath, postOnly(&admission.Webhook{Handler: &MappingHandler{
 		Config: s.Config, Namespaces: NamespaceCache{Reader: mgr.GetCache()}, Metrics: m,
 	}}))
@@ -116,6 +125,10 @@ func (s *Server) register(m *Metrics) error {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("webhook", hook.StartedChecker()); err != nil {
+		return err
+	}
+	// Ready once the mesh caches have synced (or are known unreadable: see MeshCache.Ready).
+	if err := mgr.AddReadyzCheck("mesh-cache", func(*http.Request) error { return s.Mesh.Ready() }); err != nil {
 		return err
 	}
 	// Ready once the namespace cache has synced, and only while it is current: a cache cut
