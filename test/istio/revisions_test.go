@@ -17,6 +17,9 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -78,6 +81,7 @@ func TestRevisionTagUpgrade(t *testing.T) {
 	// 1. Injected for stable, through the tag.
 	ns := "revtag-upgrade"
 	manifest := seedManifest(t, ns)
+	waitForServing(ctx, t, ns, map[string]string{"istio.io/rev": tagProdStable}, "stable")
 	d, warnings := applyEmissary(t, seedFile, ns, map[string]string{"istio.io/rev": tagProdStable})
 	t.Logf("kubectl apply: %s", warnings)
 	checkRenderedAsIstio(ctx, t, d, "stable", manifest)
@@ -98,6 +102,7 @@ func TestRevisionTagUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	routes[tagService] = canary
+	waitForServing(ctx, t, ns, nil, "canary") // the webhook's informers saw the move
 	auditFindingFor(t, ns, "Deployment/"+d.Name)
 	before := d.Spec.Template.DeepCopy()
 	if _, _, err := env.Kubectl(nil, "-n", ns, "scale", "deployment", d.Name, "--replicas=2"); err != nil {
@@ -194,6 +199,44 @@ func installRevision(ctx context.Context, t *testing.T, opts IstiodOptions) *Ist
 		}
 	}
 	return d
+}
+
+// waitForServing returns once the webhook renders a workload of namespace ns (created with
+// nsLabels unless it exists) from revision: its informers have seen what was just applied
+// to the API server. It asks with server-side dry-runs of the seed's Deployment under another
+// name, until the rendered image and discovery address are those Istio's injector renders
+// for the revision.
+func waitForServing(ctx context.Context, t *testing.T, ns string, nsLabels map[string]string, revision string) {
+	t.Helper()
+	namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: nsLabels}}
+	if err := env.Client.Create(ctx, namespace); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	manifest := seedManifest(t, ns)
+	istio, err := istioInjects(ctx, t.TempDir(), revision, manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := istio.Proxy.Image + " " + discoveryAddress(t, istio.Proxy)
+	got := ""
+	err = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		probe := &appsv1.Deployment{}
+		if err := json.Unmarshal(manifest, probe); err != nil {
+			return false, err
+		}
+		probe.Name = "mesh-view-probe"
+		if err := env.Client.Create(ctx, probe, client.DryRunAll); err != nil {
+			got = err.Error()
+			return false, nil
+		}
+		if c := podContainer(&corev1.Pod{Spec: probe.Spec.Template.Spec}, inject.ProxyContainerName); c != nil {
+			got = c.Image + " " + discoveryAddress(t, c)
+		}
+		return got == want, nil
+	})
+	if err != nil {
+		t.Fatalf("the webhook does not render revision %s's sidecar in %s (%q) within the time: %v; it renders %q", revision, ns, want, err, got)
+	}
 }
 
 // seedManifest is the seed's Deployment in namespace ns, as applyEmissary applies it.
@@ -395,6 +438,7 @@ func TestSidecarAsIstioRendersIt(t *testing.T) {
 			defer cancel()
 			installRevision(ctx, t, IstiodOptions{Revision: tc.revision, Values: tc.values})
 			ns := "revision-" + tc.revision
+			waitForServing(ctx, t, ns, map[string]string{"istio.io/rev": tc.revision}, tc.revision)
 			d, _ := applyEmissary(t, seedFile, ns, map[string]string{"istio.io/rev": tc.revision})
 			checkRenderedAsIstio(ctx, t, d, tc.revision, seedManifest(t, ns))
 			istio, err := istioInjects(ctx, t.TempDir(), tc.revision, seedManifest(t, ns))

@@ -21,6 +21,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -295,8 +296,8 @@ func applySeed(t *testing.T, ns string) *appsv1.Deployment {
 	return d
 }
 
-// applyEmissary applies the Deployment in file with kubectl, through the webhook, into a new
-// namespace ns with labels nsLabels, with the service account and the Secrets its pod uses
+// applyEmissary applies the Deployment in file with kubectl, through the webhook, into
+// namespace ns, created with labels nsLabels unless it exists, with the service account and the Secrets its pod uses
 // (Emissary's own; an install makes them). It returns what the API server stored and
 // kubectl's standard error (its warnings).
 func applyEmissary(t *testing.T, file, ns string, nsLabels map[string]string) (*appsv1.Deployment, string) {
@@ -319,7 +320,7 @@ func applyEmissary(t *testing.T, file, ns string, nsLabels map[string]string) (*
 		t.Fatal(err)
 	}
 	namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: nsLabels}}
-	if err := env.Client.Create(context.Background(), namespace); err != nil {
+	if err := env.Client.Create(context.Background(), namespace); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 	var prereqs [][]string
