@@ -45,11 +45,21 @@ with the reason, each one that is not integrated as the webhook would integrate 
   container-not-found  opted in without a usable container
   no-tls            a Mapping to a meshed namespace stored without tls
   stale-tls         a Mapping with the webhook's tls whose upstream left the mesh
+  unknown-revision  a workload whose istio.io/rev (namespace or pod) names no Istio revision
+                    or tag of the cluster
+  moved-revision    istio-proxy talks to another istiod than the revision serving it now (a
+                    moved revision tag): kubectl rollout restart
+  unsupported-skew  istio-proxy's release is newer than its control plane's, or more than one
+                    release older, which Istio does not support
+  older-proxy       (a notice, exit status 0) istio-proxy is one release older than its
+                    control plane: supported until the next restart
   opt-out, scheme, tls-set  a Mapping to a meshed namespace that opts out, uses http:// or
                     https://, or sets tls true, false or "": plain text or TLS without Istio's
                     certificate, which STRICT mTLS rejects
 
-It changes nothing, and exits 1 when it found something. Emissary's helpers (apiext, the
+It reads the configuration the running webhook uses (the ConfigMap its Deployment mounts;
+--config names a file instead) and the cluster's Istio (its injector webhooks and
+revisions), as the webhook does. It changes nothing, and exits 1 when it found something. Emissary's helpers (apiext, the
 Consul connector, the agent), other applications and hand-written integrations are not
 listed.
 
@@ -61,10 +71,6 @@ unchanged file sends no request).`,
 			if output != "" && output != "json" {
 				return fmt.Errorf(`audit: -o %q: only "json" (or nothing, for a table) is known`, output)
 			}
-			cfg, err := inject.LoadConfig(configPath)
-			if err != nil {
-				return err
-			}
 			loading := clientcmd.NewDefaultClientConfigLoadingRules()
 			loading.ExplicitPath = kubeconfig
 			restCfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(loading, nil).ClientConfig()
@@ -75,6 +81,17 @@ unchanged file sends no request).`,
 			if err != nil {
 				return fmt.Errorf("audit: %w", err)
 			}
+			// The running webhook's configuration, unless --config names another.
+			cfg, source := (*inject.Config)(nil), "--config "+configPath
+			if configPath != "" {
+				cfg, err = inject.LoadConfig(configPath)
+			} else {
+				cfg, source, err = clusterConfig(cmd.Context(), c)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "configuration: %s\n", source)
 			findings, err := audit(cmd.Context(), c, cfg)
 			if err != nil {
 				return err
@@ -87,9 +104,9 @@ unchanged file sends no request).`,
 			if err != nil {
 				return err
 			}
-			if len(findings) > 0 {
+			if faults(findings) > 0 {
 				cmd.SilenceErrors = true
-				fmt.Fprintf(cmd.ErrOrStderr(), "%d object(s) not integrated\n", len(findings))
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d object(s) not integrated\n", faults(findings))
 				return errFindings
 			}
 			fmt.Fprintln(cmd.ErrOrStderr(), "every Emissary workload and every Mapping to a meshed namespace is integrated")
@@ -98,7 +115,7 @@ unchanged file sends no request).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: the usual kubectl rules)")
-	f.StringVar(&configPath, "config", "", "configuration file (defaults apply when empty)")
+	f.StringVar(&configPath, "config", "", "configuration file (default: the running webhook's, read from its ConfigMap)")
 	f.StringVarP(&output, "output", "o", "", `"json" for a JSON array of findings (kind, namespace, name, reason, message)`)
 	return cmd
 }
@@ -110,6 +127,19 @@ type finding struct {
 	Name      string `json:"name"`
 	Reason    string `json:"reason"`
 	Message   string `json:"message"`
+	// Notice: worth knowing, not a fault (the exit status ignores it).
+	Notice bool `json:"notice,omitempty"`
+}
+
+// faults counts the findings that are not notices.
+func faults(found []finding) int {
+	n := 0
+	for _, f := range found {
+		if !f.Notice {
+			n++
+		}
+	}
+	return n
 }
 
 // audit lists what is not integrated: workloads first (Deployments, DaemonSets, Pods), then
@@ -136,9 +166,23 @@ func audit(ctx context.Context, c client.Client, cfg *inject.Config) ([]finding,
 			workloads = append(workloads, inject.NewWorkload(&pods.Items[i]))
 		}
 	}
+	m, unreadable := readMesh(ctx, c, cfg.IstioNamespace)
+	nsLabels := map[string]map[string]string{}
 	for _, w := range workloads {
-		if f, ok := inject.Audit(w, cfg); ok {
-			found = append(found, finding{w.Kind(), w.GetNamespace(), w.GetName(), f.Reason, f.Message})
+		view := inject.MeshView{Mesh: m, Unavailable: unreadable}
+		if lbls, ok := nsLabels[w.GetNamespace()]; ok {
+			view.NamespaceLabels, view.NamespaceKnown = lbls, true
+		} else if lbls, known, err := (apiNamespaces{c}).NamespaceLabels(ctx, w.GetNamespace()); err == nil && known {
+			nsLabels[w.GetNamespace()] = lbls
+			view.NamespaceLabels, view.NamespaceKnown = lbls, true
+		}
+		wcfg, _ := cfg.ForWorkload(view, w)
+		meshFindings := inject.AuditMesh(w, wcfg, view)
+		for _, f := range meshFindings {
+			found = append(found, finding{w.Kind(), w.GetNamespace(), w.GetName(), f.Reason, f.Message, f.Notice})
+		}
+		if f, ok := inject.Audit(w, wcfg); ok && !(f.Reason == inject.AuditStaleConfig && explained(meshFindings)) {
+			found = append(found, finding{w.Kind(), w.GetNamespace(), w.GetName(), f.Reason, f.Message, false})
 		}
 	}
 
@@ -147,13 +191,13 @@ func audit(ctx context.Context, c client.Client, cfg *inject.Config) ([]finding,
 		return nil, err
 	}
 	lookup := cfg.Mapping.Lookup(ctx, apiNamespaces{c})
-	for _, m := range mappings {
-		dec, err := mapping.Decide(m.Object, &cfg.Mapping, lookup)
+	for _, mp := range mappings {
+		dec, err := mapping.Decide(mp.Object, &cfg.Mapping, lookup)
 		if err != nil {
 			return nil, fmt.Errorf("audit: looking up namespaces: %w", err)
 		}
 		if reason, ok := mapping.Audit(dec); ok {
-			found = append(found, finding{"Mapping", m.GetNamespace(), m.GetName(), reason, dec.Message})
+			found = append(found, finding{"Mapping", mp.GetNamespace(), mp.GetName(), reason, dec.Message, false})
 		}
 	}
 	return found, nil
@@ -216,4 +260,15 @@ func listMappings(ctx context.Context, c client.Client) ([]unstructured.Unstruct
 		}
 	}
 	return nil, nil
+}
+
+// explained reports whether the mesh findings say why a sidecar differs from what the
+// webhook renders now (then the generic stale-config says nothing more).
+func explained(fs []inject.MeshFinding) bool {
+	for _, f := range fs {
+		if !f.Notice {
+			return true
+		}
+	}
+	return false
 }

@@ -85,7 +85,7 @@ func run(keep bool, kubeconfigOut string) error {
 	}{
 		{"Label namespace default for Istio injection", []string{"label", "namespace", "default", "istio-injection=enabled", "--overwrite"}},
 		{"Create namespace ambassador", []string{"create", "namespace", "ambassador"}},
-		{"Apply the seed's Emissary Deployment (no istio-proxy in it)", []string{"apply", "-f", filepath.Join(testdata, "seed-emissary.yaml")}},
+		{"Apply the seed's Emissary Deployment (no istio-proxy in it; this cluster runs no Istio, so the webhook says so and renders its defaults)", []string{"apply", "-f", filepath.Join(testdata, "seed-emissary.yaml")}},
 		{"Apply the seed's quote-backend Mapping (no tls in it)", []string{"apply", "-f", filepath.Join(testdata, "quote-mapping.yaml")}},
 		{"Apply the same Deployment again: nothing changes", []string{"apply", "-f", filepath.Join(testdata, "seed-emissary.yaml")}},
 		{"What the cluster stored: the Deployment's pod template", []string{"get", "deployment", "ambassador", "-n", "ambassador", "-o", "jsonpath=" + deploymentSummary}},

@@ -96,6 +96,7 @@ type Config struct {
 	image         string
 	proxyMetadata map[string]string
 	meshSource    string
+	serving       *mesh.Serving
 }
 
 // DefaultConfig returns a fully defaulted, valid configuration.

@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"slices"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -80,6 +81,44 @@ func TestUpdatePatch(t *testing.T) {
 			again, p2, err := UpdatePatch(copyWorkload(roundTrip(t, w)), roundTrip(t, w), after, tc.unavailable)
 			if err != nil || p2 != nil {
 				t.Fatalf("second update: %s, patch %s, %v", again.Message, p2, err)
+			}
+		})
+	}
+}
+
+// TestAuditMesh: a sidecar stored for stable (1.28.2) after the tag moved to canary (1.29.1)
+// talks to the wrong istiod and is one release behind; an unknown tag is named.
+func TestAuditMesh(t *testing.T) {
+	m := testMesh(t)
+	stored := readWorkload(t, "seed-without-proxy")
+	stable, _ := DefaultConfig().ForWorkload(view(m, map[string]string{mesh.LabelRev: "prod-stable"}), stored)
+	Apply(stored, stable)
+	stored = roundTrip(t, stored)
+
+	reasons := func(v MeshView) []string {
+		cfg, _ := DefaultConfig().ForWorkload(v, stored)
+		var out []string
+		for _, f := range AuditMesh(stored, cfg, v) {
+			if f.Message == "" {
+				t.Errorf("%s without a message", f.Reason)
+			}
+			out = append(out, f.Reason)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		v    MeshView
+		want []string
+	}{
+		{"still served by stable", view(m, map[string]string{mesh.LabelRev: "prod-stable"}), nil},
+		{"now canary", view(m, map[string]string{mesh.LabelRev: "canary"}), []string{AuditOlderProxy, AuditMovedRevision}},
+		{"unknown tag", view(m, map[string]string{mesh.LabelRev: "prod-canary"}), []string{AuditUnknownRevision}},
+		{"no mesh", MeshView{Unavailable: "forbidden"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := reasons(tc.v); !slices.Equal(got, tc.want) {
+				t.Fatalf("AuditMesh = %v, want %v", got, tc.want)
 			}
 		})
 	}

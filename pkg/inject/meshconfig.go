@@ -54,6 +54,7 @@ func (c *Config) ForWorkload(view MeshView, w Workload) (*Config, MeshNotes) {
 		warn("could not read the Istio mesh (%s); %s", view.Unavailable, defaults())
 		return c, notes
 	case !view.NamespaceKnown && c.Revision == "":
+		notes.Unavailable = true
 		warn("could not read the labels of namespace %s, which say which Istio revision serves it; %s", w.GetNamespace(), defaults())
 		return c, notes
 	}
@@ -87,11 +88,11 @@ func (c *Config) ForWorkload(view MeshView, w Workload) (*Config, MeshNotes) {
 	for _, p := range s.Revision.Problems {
 		warn("Istio revision %s: %s; Istio's defaults apply to what it would say", s.Revision.Name, p)
 	}
-	cc, releaseWarning := c.withProxy(s.Revision.Proxy(m.Namespace, t.Annotations))
+	cc, releaseWarning := c.withProxy(s.Proxy(m.Namespace, t.Annotations))
 	if releaseWarning != "" {
 		warn("%s", releaseWarning)
 	}
-	cc.meshSource = "Istio revision " + s.Name()
+	cc.meshSource, cc.serving = "Istio revision "+s.Name(), &s
 	if s.Default {
 		notes.Notices = append(notes.Notices, ref+fmt.Sprintf("namespace %s is not labelled for an Istio revision: rendered %s for the default revision %s", w.GetNamespace(), ProxyContainerName, s.Name()))
 	}

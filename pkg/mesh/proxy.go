@@ -12,7 +12,8 @@ import (
 // chart's files/injection-template.yaml). "" (or nil) means the revision does not say, and the
 // caller keeps its own default.
 type Proxy struct {
-	// Revision is the revision rendered for; Tag the tag it was reached by ("" when none).
+	// Revision is the revision rendered for; Tag the tag it was reached by ("" when none,
+	// and always from Revision.Proxy: Serving.Proxy sets it).
 	Revision string
 	Tag      string
 

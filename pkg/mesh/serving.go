@@ -29,6 +29,14 @@ func (s Serving) Name() string {
 	return s.Revision.Name
 }
 
+// Proxy is what the serving revision renders (Revision.Proxy), with Tag set to the tag that
+// selected it.
+func (s Serving) Proxy(istioNamespace string, podAnnotations map[string]string) Proxy {
+	p := s.Revision.Proxy(istioNamespace, podAnnotations)
+	p.Tag = s.Tag
+	return p
+}
+
 // Select is the revision Istio's injector webhooks would inject a pod of namespace
 // (namespaceLabels) with podLabels from: the first of its injector webhooks, in the order the
 // API server calls them, whose namespaceSelector and objectSelector match. Those selectors

@@ -140,6 +140,17 @@ func (c *MeshCache) View(ctx context.Context, namespace string) inject.MeshView 
 	}
 	v.NamespaceLabels, v.NamespaceKnown = labels, err == nil && found
 	if why := c.unavailable(); why != "" {
+		// Without the ConfigMaps, a cluster whose webhooks show no Istio at all still has no
+		// Istio: the Role in Istio's namespace is missing because there is no Istio yet.
+		if c.webhooks != nil && c.webhooks.HasSynced() {
+			var hooks admissionregistrationv1.MutatingWebhookConfigurationList
+			if err := c.Reader.List(ctx, &hooks, client.UnsafeDisableDeepCopy); err == nil {
+				if m := mesh.New(mesh.Objects{Namespace: c.Namespace, Webhooks: hooks.Items}); m.Empty() {
+					v.Mesh = m
+					return v
+				}
+			}
+		}
 		v.Unavailable = why
 		return v
 	}

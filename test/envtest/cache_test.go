@@ -47,24 +47,10 @@ func TestMappingAdmissionsMakeNoAPICalls(t *testing.T) {
 	restCfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter }
 
 	port, readyz := startExtraServer(t, restCfg, env.CertDir)
-	body, _ := eventually(t, 20*time.Second, func() (string, bool) {
-		resp, err := http.Get(readyz + "?verbose")
-		if err != nil {
-			return err.Error(), false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b), resp.StatusCode == http.StatusOK
-	})
-	if !strings.Contains(body, "namespace-cache ok") {
+	if body := waitReady(t, readyz, 20*time.Second); !strings.Contains(body, "namespace-cache ok") {
 		t.Fatalf("/readyz does not report the namespace cache:\n%s", body)
 	}
-
-	pool, err := certs.CAPool(env.CABundle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	client := webhookClient(t)
 	url := fmt.Sprintf("https://127.0.0.1:%d%s", port, mutate.MappingPath)
 	before := counter.calls.Load()
 	for i := 0; i < 100; i++ {
@@ -130,6 +116,31 @@ func eventually(t *testing.T, timeout time.Duration, check func() (string, bool)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// waitReady waits until the /readyz at url answers 200 and returns its verbose body.
+func waitReady(t *testing.T, url string, timeout time.Duration) string {
+	t.Helper()
+	body, _ := eventually(t, timeout, func() (string, bool) {
+		resp, err := http.Get(url + "?verbose")
+		if err != nil {
+			return err.Error(), false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b), resp.StatusCode == http.StatusOK
+	})
+	return body
+}
+
+// webhookClient is an HTTPS client that trusts the suite's webhook CA.
+func webhookClient(t *testing.T) *http.Client {
+	t.Helper()
+	pool, err := certs.CAPool(env.CABundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 }
 
 // startExtraServer runs one more webhook server (not registered with the API server) on

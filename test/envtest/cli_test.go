@@ -128,6 +128,20 @@ type auditFinding struct {
 // and its exit status.
 func runAudit(t *testing.T, ns string) (map[string]auditFinding, int) {
 	t.Helper()
+	all, code := auditAll(t)
+	found := map[string]auditFinding{}
+	for _, f := range all {
+		if f.Namespace == ns {
+			found[f.Kind+"/"+f.Name] = f
+		}
+	}
+	return found, code
+}
+
+// auditAll runs `webhook audit -o json` on the test cluster and returns all its findings and
+// its exit status.
+func auditAll(t *testing.T) ([]auditFinding, int) {
+	t.Helper()
 	out, err := exec.Command(webhookBinary(t), "audit", "-o", "json", "--kubeconfig", env.Kubeconfig).Output()
 	code := 0
 	var exit *exec.ExitError
@@ -140,13 +154,7 @@ func runAudit(t *testing.T, ns string) (map[string]auditFinding, int) {
 	if err := json.Unmarshal(out, &all); err != nil {
 		t.Fatalf("audit -o json: %v\n%s", err, out)
 	}
-	found := map[string]auditFinding{}
-	for _, f := range all {
-		if f.Namespace == ns {
-			found[f.Kind+"/"+f.Name] = f
-		}
-	}
-	return found, code
+	return all, code
 }
 
 // TestAuditFindsUnintegratedObjects: objects stored while the webhook could not act (here:

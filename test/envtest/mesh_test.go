@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -143,6 +144,11 @@ func TestMeshView(t *testing.T) {
 	}
 	unchanged("kubectl replace of the stored object")
 
+	// What waits for the restart: the stored proxy talks to istiod-stable, canary serves it.
+	if reasons, code := auditReasons(t, ns); !slices.Contains(reasons, inject.AuditMovedRevision) || !slices.Contains(reasons, inject.AuditOlderProxy) || code != 1 {
+		t.Fatalf("audit: %v (exit %d), want %s and the notice %s", reasons, code, inject.AuditMovedRevision, inject.AuditOlderProxy)
+	}
+
 	if _, stderr, err := env.Kubectl(nil, "rollout", "restart", "deployment", name, "-n", ns); err != nil {
 		t.Fatalf("%v: %s", err, stderr)
 	}
@@ -150,5 +156,69 @@ func TestMeshView(t *testing.T) {
 	if image != canaryImage || pe["CA_ADDR"] != "istiod-canary.istio-system.svc:15012" ||
 		pe["PROXY_CONFIG"] != `{"discoveryAddress":"istiod-canary.istio-system.svc:15012"}` || pe["TRUST_DOMAIN"] != "cluster.local" {
 		t.Fatalf("after rollout restart istio-proxy %s with env %v: want canary's", image, pe)
+	}
+}
+
+// auditReasons runs `webhook audit -o json` (the webhook's configuration and Istio read from
+// the cluster) and returns the reasons it gives for the objects of ns, and its exit status.
+func auditReasons(t *testing.T, ns string) ([]string, int) {
+	t.Helper()
+	all, code := auditAll(t)
+	var reasons []string
+	for _, f := range all {
+		if f.Namespace == ns {
+			reasons = append(reasons, f.Reason)
+		}
+	}
+	return reasons, code
+}
+
+// TestMeshAuditSkewAndUnknownRevision: a revision whose values name an older release
+// (global.tag 1.27.3, a private hub) than the sidecar stored for another revision, and a
+// namespace naming a revision that does not exist, each with its own reason.
+func TestMeshAuditSkewAndUnknownRevision(t *testing.T) {
+	ensureNamespace(t, mesh.DefaultNamespace)
+	canary := applyIstio(t, canaryValues...)
+	legacy := applyIstio(t, "revision=legacy", "global.hub=registry.example.com/mirror/istio", "global.tag=1.27.3")
+	t.Cleanup(func() {
+		for _, u := range append(canary, legacy...) {
+			_, _, _ = env.Kubectl(nil, "delete", "--ignore-not-found", strings.ToLower(u.GetKind()), u.GetName(), "-n", mesh.DefaultNamespace)
+		}
+	})
+	eventually(t, 10*time.Second, func() (string, bool) {
+		v := env.Server.Mesh.View(context.Background(), "default")
+		return "waiting for revision legacy in the webhook's view", v.Mesh != nil && v.Mesh.Revisions["legacy"] != nil
+	})
+	seed, err := os.ReadFile(testdata("seed-emissary.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ns, rev := range map[string]string{"mesh-skew": "canary", "mesh-unknown": "nope"} {
+		ensureNamespace(t, ns, mesh.LabelRev+"="+rev)
+		_, stderr, err := env.Kubectl(bytes.ReplaceAll(seed, []byte("namespace: ambassador"), []byte("namespace: "+ns)), "apply", "-f", "-")
+		if err != nil {
+			t.Fatalf("%v: %s", err, stderr)
+		}
+		if rev == "nope" && !strings.Contains(stderr, "istio.io/rev=nope names no revision or tag") {
+			t.Errorf("kubectl showed no warning about the unknown revision:\n%s", stderr)
+		}
+	}
+	if image, _ := proxyEnv(t, "mesh-skew", "ambassador"); image != canaryImage {
+		t.Fatalf("stored %s, want canary's %s", image, canaryImage)
+	}
+	ensureNamespace(t, "mesh-skew", mesh.LabelRev+"=legacy")
+	if reasons, _ := auditReasons(t, "mesh-skew"); !slices.Contains(reasons, inject.AuditUnsupportedSkew) || !slices.Contains(reasons, inject.AuditMovedRevision) {
+		t.Errorf("audit of a 1.29 sidecar under a 1.27 revision: %v, want %s and %s", reasons, inject.AuditUnsupportedSkew, inject.AuditMovedRevision)
+	}
+	if reasons, _ := auditReasons(t, "mesh-unknown"); !slices.Contains(reasons, inject.AuditUnknownRevision) {
+		t.Errorf("audit of a namespace naming revision nope: %v, want %s", reasons, inject.AuditUnknownRevision)
+	}
+	// After a restart the sidecar is legacy's: exactly the image Istio's injector renders
+	// for its values (test/istio compares with Istio's own ProxyImage).
+	if _, stderr, err := env.Kubectl(nil, "rollout", "restart", "deployment", "ambassador", "-n", "mesh-skew"); err != nil {
+		t.Fatalf("%v: %s", err, stderr)
+	}
+	if image, _ := proxyEnv(t, "mesh-skew", "ambassador"); image != "registry.example.com/mirror/istio/proxyv2:1.27.3" {
+		t.Fatalf("after restart %s, want legacy's registry.example.com/mirror/istio/proxyv2:1.27.3", image)
 	}
 }
