@@ -115,9 +115,7 @@ func StartIstiod(ctx context.Context, e *envtest.Env, bin, dir string, opts Isti
 			d.Stop()
 		}
 	}()
-	// Istio's chart installs into istio-system, where istiod keeps its CA (istio-ca-secret).
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}}
-	if err := e.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := ensureIstioNamespace(ctx, e); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -202,6 +200,16 @@ func StartIstiod(ctx context.Context, e *envtest.Env, bin, dir string, opts Isti
 		}
 	}
 	return d, nil
+}
+
+// ensureIstioNamespace creates istio-system, where Istio's chart installs and istiod keeps
+// its CA (istio-ca-secret), unless it exists.
+func ensureIstioNamespace(ctx context.Context, e *envtest.Env) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}}
+	if err := e.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
 }
 
 // registerInjector applies the chart's MutatingWebhookConfiguration name, pointed at a port

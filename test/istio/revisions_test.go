@@ -167,6 +167,9 @@ func startRevisions(ctx context.Context, t *testing.T, dir string) (stable, cana
 // them) and what PointTags needs.
 func installRevision(ctx context.Context, t *testing.T, opts IstiodOptions) *Istiod {
 	t.Helper()
+	if err := ensureIstioNamespace(ctx, env); err != nil {
+		t.Fatal(err)
+	}
 	chart, err := renderDiscoveryChart(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -320,6 +323,7 @@ func checkTemplateUnchanged(t *testing.T, d *appsv1.Deployment, before *corev1.P
 // auditFinding is one entry of `webhook audit -o json`.
 type auditFinding struct {
 	Kind, Namespace, Name, Reason, Message string
+	Notice                                 bool
 }
 
 // auditFindings runs `webhook audit -o json` (no --config: it reads the running webhook's
