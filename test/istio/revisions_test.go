@@ -104,7 +104,7 @@ func TestRevisionTagUpgrade(t *testing.T) {
 	}
 	routes[tagService] = canary
 	waitForServing(ctx, t, ns, nil, "canary") // the webhook's informers saw the move
-	auditFindingFor(t, ns, "Deployment/"+d.Name)
+	checkAuditReason(t, auditFindingFor(t, ns, "Deployment/"+d.Name), inject.AuditMovedRevision, "istiod-canary")
 	before := d.Spec.Template.DeepCopy()
 	if _, _, err := env.Kubectl(nil, "-n", ns, "scale", "deployment", d.Name, "--replicas=2"); err != nil {
 		t.Fatal(err)
@@ -138,11 +138,16 @@ func TestRevisionTagUpgrade(t *testing.T) {
 	if err := legacy.PointTags(ctx, tagProdStable); err != nil {
 		t.Fatal(err)
 	}
-	findings := auditFindingFor(t, ns, "Deployment/"+d.Name)
+	checkAuditReason(t, auditFindingFor(t, ns, "Deployment/"+d.Name), inject.AuditUnsupportedSkew, "1.29", "1.27")
+}
+
+// checkAuditReason: one of findings has reason, and its message says each of words.
+func checkAuditReason(t *testing.T, findings []auditFinding, reason string, words ...string) {
+	t.Helper()
 	if !slices.ContainsFunc(findings, func(f auditFinding) bool {
-		return strings.Contains(f.Message, "1.29") && strings.Contains(f.Message, "1.27")
+		return f.Reason == reason && !slices.ContainsFunc(words, func(w string) bool { return !strings.Contains(f.Message, w) })
 	}) {
-		t.Errorf("no finding of audit names the proxy's release 1.29 and the control plane's 1.27: %+v", findings)
+		t.Errorf("no finding of audit has reason %s and names %v: %+v", reason, words, findings)
 	}
 }
 
