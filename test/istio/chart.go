@@ -1,34 +1,22 @@
 package istio
 
 import (
+	"bytes"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
 
 	"github.com/emissary-istio/emissary-istio-webhook/pkg/inject"
 	"github.com/emissary-istio/emissary-istio-webhook/test/envtest"
 )
 
-// istioModule is the directory of the istio.io/istio module hack/tools/istio pins: the source
-// of the binaries under test, of Istio's CRDs and of its charts.
-func istioModule() (string, error) {
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "istio.io/istio")
-	cmd.Dir = filepath.Join(envtest.RepoRoot(), "hack", "tools", "istio")
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("istio: locating the istio.io/istio module: %w", err)
-	}
-	return strings.TrimSpace(string(out)), nil
-}
-
 // istioCRDs is Istio's own CRD file.
 func istioCRDs() (string, error) {
-	dir, err := istioModule()
+	dir, err := envtest.IstioModule()
 	if err != nil {
 		return "", err
 	}
@@ -36,33 +24,55 @@ func istioCRDs() (string, error) {
 }
 
 // discoveryChart is Istio's istio-discovery chart (what `helm install istiod` installs),
-// rendered by the real helm for an istiod of opts: its revision, its trust domain, and the
-// proxy image of the release under test.
+// rendered by the real helm for an istiod of opts: its revision, its trust domain, the proxy
+// image of the release under test unless opts.Values say otherwise, and opts.Values.
 type discoveryChart []*unstructured.Unstructured
 
 func renderDiscoveryChart(opts IstiodOptions) (discoveryChart, error) {
-	dir, err := istioModule()
-	if err != nil {
-		return nil, err
-	}
-	home, err := os.MkdirTemp("", "istio-helm-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(home)
-	args := []string{"template", "istiod", filepath.Join(dir, "manifests", "charts", "istio-control", "istio-discovery"),
-		"--namespace", "istio-system",
-		"--set", "global.hub=" + inject.DefaultHub, "--set", "global.tag=" + inject.DefaultIstioVersion,
-		"--set", "meshConfig.trustDomain=" + opts.TrustDomain}
-	if opts.Revision != "default" {
-		args = append(args, "--set", "revision="+opts.Revision)
-	}
-	out, err := envtest.Helm(home, nil, args...)
-	if err != nil {
-		return nil, err
-	}
-	objs, err := envtest.ParseObjects([]byte(out))
+	objs, err := envtest.IstioDiscoveryChart(discoveryValues(opts)...)
 	return discoveryChart(objs), err
+}
+
+// discoveryValues are the chart's --set values for opts; later ones win.
+func discoveryValues(opts IstiodOptions) []string {
+	trustDomain := opts.TrustDomain
+	if trustDomain == "" {
+		trustDomain = "cluster.local"
+	}
+	values := []string{"global.hub=" + inject.DefaultHub, "global.tag=" + inject.DefaultIstioVersion,
+		"meshConfig.trustDomain=" + trustDomain}
+	if opts.Revision != "" && opts.Revision != "default" {
+		values = append(values, "revision="+opts.Revision)
+	}
+	return append(values, opts.Values...)
+}
+
+// revisionTagManifest is what Istio's Helm upgrade guide pipes into `kubectl apply` to point
+// revision tags at opts' revision (creating them, or moving them from another revision): the
+// chart of that revision rendered with revisionTags, only its revision-tag templates (the
+// guide's `helm template ... -s templates/revision-tags-mwc.yaml`): a
+// MutatingWebhookConfiguration istio-revision-tag-<tag> and a Service
+// istiod-revision-tag-<tag> per tag, the only objects labelled istio.io/tag.
+func revisionTagManifest(opts IstiodOptions, tags ...string) ([]byte, error) {
+	objs, err := envtest.IstioDiscoveryChart(append(discoveryValues(opts), "revisionTags={"+strings.Join(tags, ",")+"}")...)
+	if err != nil {
+		return nil, err
+	}
+	var stream bytes.Buffer
+	for _, u := range objs {
+		if _, ok := u.GetLabels()["istio.io/tag"]; ok {
+			b, err := yaml.Marshal(u.Object)
+			if err != nil {
+				return nil, err
+			}
+			stream.WriteString("---\n")
+			stream.Write(b)
+		}
+	}
+	if stream.Len() == 0 {
+		return nil, fmt.Errorf("istio: the istio-discovery chart rendered no revision tag for %v", tags)
+	}
+	return stream.Bytes(), nil
 }
 
 // get decodes the chart's object of kind and name into into.

@@ -28,11 +28,11 @@ import (
 	"github.com/emissary-istio/emissary-istio-webhook/test/kubelet"
 )
 
-// BinDir is where pilot-agent, pilot-discovery and xdsprobe are: $ISTIO_BIN as the Makefile
-// sets it, else the newest bin/istio/<version>.
+// BinDir is where pilot-agent, pilot-discovery, xdsprobe and istioinject are: $ISTIO_BIN as
+// the Makefile sets it, else the newest bin/istio/<version>.
 func BinDir() (string, error) {
 	has := func(dir string) bool {
-		for _, b := range []string{"pilot-agent", "pilot-discovery", "xdsprobe"} {
+		for _, b := range []string{"pilot-agent", "pilot-discovery", "xdsprobe", "istioinject"} {
 			if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
 				return false
 			}
@@ -45,7 +45,7 @@ func BinDir() (string, error) {
 	if dir := envtest.NewestVersionDir(filepath.Join(envtest.RepoRoot(), "bin", "istio"), has); dir != "" {
 		return dir, nil
 	}
-	return "", errors.New("istio: pilot-agent, pilot-discovery and xdsprobe not found; run `make istio` (or `make test`, which builds them)")
+	return "", errors.New("istio: pilot-agent, pilot-discovery, xdsprobe and istioinject not found; run `make istio` (or `make test`, which builds them)")
 }
 
 // Istiod is one istiod (pilot-discovery) running in a network namespace of its own, so it
@@ -55,11 +55,14 @@ func BinDir() (string, error) {
 type Istiod struct {
 	Revision string // "default" or a revision name
 	Dir      string
+	// Chart is Istio's istio-discovery chart as rendered for this istiod.
+	Chart discoveryChart
 	// InjectorURL is where the API server calls istiod's sidecar injector (with
 	// IstiodOptions.Injector): https://localhost:PORT/inject.
 	InjectorURL string
 
 	env   *envtest.Env
+	opts  IstiodOptions
 	proc  *kubelet.Process
 	log   *envtest.LockedBuffer
 	stops []func()
@@ -83,6 +86,13 @@ type IstiodOptions struct {
 	Injector bool
 	// Env is added to istiod's environment (e.g. ENABLE_NATIVE_SIDECARS).
 	Env []string
+	// Values are helm --set values for the chart (e.g. global.hub=registry.example.com/istio),
+	// after the suite's own (the release under test's hub and tag).
+	Values []string
+	// Install applies, besides the injector (Install implies Injector), the rest of what the
+	// chart installs that a reader of the mesh sees: its ConfigMaps (the mesh config
+	// istio[-<rev>] among them) and its Services. Stop removes them.
+	Install bool
 }
 
 // StartIstiod runs istiod as Istio's istio-discovery chart does in a cluster (the chart's
@@ -96,15 +106,16 @@ func StartIstiod(ctx context.Context, e *envtest.Env, bin, dir string, opts Isti
 	if opts.TrustDomain == "" {
 		opts.TrustDomain = "cluster.local"
 	}
-	d := &Istiod{Revision: opts.Revision, Dir: dir, env: e, log: &envtest.LockedBuffer{}}
+	if opts.Install {
+		opts.Injector = true
+	}
+	d := &Istiod{Revision: opts.Revision, Dir: dir, env: e, opts: opts, log: &envtest.LockedBuffer{}}
 	defer func() {
 		if err != nil {
 			d.Stop()
 		}
 	}()
-	// Istio's chart installs into istio-system, where istiod keeps its CA (istio-ca-secret).
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}}
-	if err := e.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := ensureIstioNamespace(ctx, e); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -114,6 +125,7 @@ func StartIstiod(ctx context.Context, e *envtest.Env, bin, dir string, opts Isti
 	if err != nil {
 		return nil, err
 	}
+	d.Chart = chart
 	suffix := ""
 	if opts.Revision != "default" {
 		suffix = "-" + opts.Revision
@@ -139,6 +151,15 @@ func StartIstiod(ctx context.Context, e *envtest.Env, bin, dir string, opts Isti
 			return nil, err
 		}
 		env = append(env, "ISTIOD_CUSTOM_HOST=localhost")
+	}
+	if opts.Install {
+		for _, u := range chart {
+			if k := u.GetKind(); (k == "ConfigMap" && u.GetName() != "istio-sidecar-injector"+suffix) || k == "Service" {
+				if err := d.apply(ctx, u.DeepCopy()); err != nil {
+					return nil, err
+				}
+			}
+		}
 	}
 	// kube-apiserver listens on this machine's loopback: give istiod the same address in its
 	// namespace, forwarded through a socket.
@@ -181,6 +202,16 @@ func StartIstiod(ctx context.Context, e *envtest.Env, bin, dir string, opts Isti
 	return d, nil
 }
 
+// ensureIstioNamespace creates istio-system, where Istio's chart installs and istiod keeps
+// its CA (istio-ca-secret), unless it exists.
+func ensureIstioNamespace(ctx context.Context, e *envtest.Env) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}}
+	if err := e.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
+}
+
 // registerInjector applies the chart's MutatingWebhookConfiguration name, pointed at a port
 // of this machine that leads to istiod's webhook port, and waits until istiod has patched its
 // caBundle and the API server has istiod inject a Pod.
@@ -219,6 +250,34 @@ func (d *Istiod) registerInjector(ctx context.Context, chart discoveryChart, nam
 	})
 	if err != nil {
 		return fmt.Errorf("%w (last answer: %v)", err, last)
+	}
+	return nil
+}
+
+// PointTags points revision tags at this istiod's revision as Istio's Helm upgrade guide
+// does, creating a tag or moving it from another revision: the chart of this revision
+// rendered with revisionTags, only its revision-tag templates, piped into `kubectl apply`.
+// The tags outlive Stop: the caller removes them (deleteRevisionTags).
+func (d *Istiod) PointTags(ctx context.Context, tags ...string) error {
+	manifest, err := revisionTagManifest(d.opts, tags...)
+	if err != nil {
+		return err
+	}
+	_, _, err = d.env.Kubectl(manifest, "apply", "-f", "-")
+	return err
+}
+
+// deleteRevisionTags removes what PointTags applied for tags.
+func deleteRevisionTags(e *envtest.Env, tags ...string) error {
+	for _, tag := range tags {
+		for _, args := range [][]string{
+			{"delete", "mutatingwebhookconfiguration", "-l", "istio.io/tag=" + tag},
+			{"delete", "-n", "istio-system", "service", "-l", "istio.io/tag=" + tag},
+		} {
+			if _, _, err := e.Kubectl(nil, args...); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -286,6 +345,14 @@ func podContainer(pod *corev1.Pod, name string) *corev1.Container {
 		}
 	}
 	return nil
+}
+
+// Service is the host name of istiod's Service for its XDS and CA port, as the chart names it.
+func (d *Istiod) Service() string {
+	if d.Revision == "default" {
+		return "istiod.istio-system.svc"
+	}
+	return "istiod-" + d.Revision + ".istio-system.svc"
 }
 
 // Socket is the Unix socket in Dir that reaches istiod's port.

@@ -7,18 +7,21 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -115,23 +118,37 @@ type agentRun struct {
 // startAgent runs pod's istio-proxy container (or init container) as the kubelet would, as a
 // real pilot-agent in a pod's view of the world (its volumes at their mountPaths, env as the
 // kubelet resolves it, /etc/hosts for istiod's Service names, its own network namespace)
-// against istiod. Everything the agent dials is its rendered address verbatim: inside the
-// pod's network namespace port 15012 of istiod's Service name leads to istiod's socket.
+// against istiod, the only istiod whose Service name resolves.
 func startAgent(t *testing.T, ctx context.Context, dir string, pod *corev1.Pod, istiod *Istiod) *agentRun {
+	t.Helper()
+	return startAgentRouted(t, ctx, dir, pod, istiod, map[string]*Istiod{istiod.Service(): istiod})
+}
+
+// startAgentRouted is startAgent in a cluster with several istiods: routes is its cluster DNS
+// (a Service host name, e.g. istiod-canary.istio-system.svc, and the istiod behind it), and
+// istiod the one the agent must be served by (checkXDS). Everything the agent dials is its
+// rendered address verbatim: inside the pod's network namespace port 15012 of each Service
+// name leads to its istiod's socket.
+func startAgentRouted(t *testing.T, ctx context.Context, dir string, pod *corev1.Pod, istiod *Istiod, routes map[string]*Istiod) *agentRun {
 	t.Helper()
 	r := &agentRun{t: t, pod: pod, istiod: istiod, log: &envtest.LockedBuffer{}, statusDir: filepath.Join(dir, "status")}
 	if r.proxy = podContainer(pod, inject.ProxyContainerName); r.proxy == nil {
 		t.Fatalf("pod %s/%s has no %s container", pod.Namespace, pod.Name, inject.ProxyContainerName)
 	}
-	// Cluster DNS, as far as this pod needs it: the istiod Service that exists.
-	svc := "istiod.istio-system.svc"
-	if istiod.Revision != "default" {
-		svc = "istiod-" + istiod.Revision + ".istio-system.svc"
-	}
 	if err := os.MkdirAll(r.statusDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	forwards := []kubelet.Forward{{Listen: "tcp:127.0.0.10:15012", Dial: "unix:/run/istiod/grpcs.sock"}}
+	// Cluster DNS, as far as this pod needs it: an address of the pod's loopback per Service,
+	// forwarded to its istiod's socket.
+	hosts := map[string]string{}
+	var forwards []kubelet.Forward
+	binds := []kubelet.Bind{{Source: r.statusDir, Target: "/run/status"}}
+	for i, svc := range slices.Sorted(maps.Keys(routes)) {
+		ip, mount := fmt.Sprintf("127.0.0.%d", 10+i), fmt.Sprintf("/run/istiod-%d", i)
+		hosts[svc] = ip
+		forwards = append(forwards, kubelet.Forward{Listen: "tcp:" + ip + ":15012", Dial: "unix:" + mount + "/grpcs.sock"})
+		binds = append(binds, kubelet.Bind{Source: routes[svc].Dir, Target: mount})
+	}
 	if p := r.proxy.ReadinessProbe; p != nil && p.HTTPGet != nil {
 		// The readiness probe's port, reachable from the test as a kubelet would probe it.
 		forwards = append(forwards, kubelet.Forward{Listen: "unix:/run/status/probe.sock", Dial: "tcp:127.0.0.1:" + p.HTTPGet.Port.String()})
@@ -140,9 +157,9 @@ func startAgent(t *testing.T, ctx context.Context, dir string, pod *corev1.Pod, 
 	r.agent, err = kubelet.Run(ctx, filepath.Join(dir, "pod"), pod, inject.ProxyContainerName, kubelet.Options{
 		API:      kubernetes.NewForConfigOrDie(env.Config),
 		Image:    proxyImage,
-		Hosts:    map[string]string{svc: "127.0.0.10"},
+		Hosts:    hosts,
 		Forwards: forwards,
-		Binds:    []kubelet.Bind{{Source: istiod.Dir, Target: "/run/istiod"}, {Source: r.statusDir, Target: "/run/status"}},
+		Binds:    binds,
 		// No Envoy binary exists here; xdsprobe (checkXDS) stands in for it.
 		ExtraEnv: []string{"DISABLE_ENVOY=true"},
 		Out:      r.log,
@@ -279,8 +296,8 @@ func applySeed(t *testing.T, ns string) *appsv1.Deployment {
 	return d
 }
 
-// applyEmissary applies the Deployment in file with kubectl, through the webhook, into a new
-// namespace ns with labels nsLabels, with the service account and the Secrets its pod uses
+// applyEmissary applies the Deployment in file with kubectl, through the webhook, into
+// namespace ns, created with labels nsLabels unless it exists, with the service account and the Secrets its pod uses
 // (Emissary's own; an install makes them). It returns what the API server stored and
 // kubectl's standard error (its warnings).
 func applyEmissary(t *testing.T, file, ns string, nsLabels map[string]string) (*appsv1.Deployment, string) {
@@ -303,7 +320,7 @@ func applyEmissary(t *testing.T, file, ns string, nsLabels map[string]string) (*
 		t.Fatal(err)
 	}
 	namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: nsLabels}}
-	if err := env.Client.Create(context.Background(), namespace); err != nil {
+	if err := env.Client.Create(context.Background(), namespace); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 	var prereqs [][]string
