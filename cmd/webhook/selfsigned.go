@@ -19,6 +19,7 @@ type selfSignedOptions struct {
 	dnsNames          []string
 	webhookConfigName string
 	validity          time.Duration
+	resync            time.Duration
 }
 
 func (o *selfSignedOptions) bindFlags(f *pflag.FlagSet) {
@@ -32,6 +33,7 @@ func (o *selfSignedOptions) bindFlags(f *pflag.FlagSet) {
 	f.StringSliceVar(&o.dnsNames, "dns-names", nil, "with --self-signed: the certificate's DNS names and IP addresses, instead of <service-name>.<service-namespace>.svc[.cluster.local]")
 	f.StringVar(&o.webhookConfigName, "webhook-config-name", "emissary-istio-webhook", "with --self-signed: the MutatingWebhookConfiguration whose caBundle to keep")
 	f.DurationVar(&o.validity, "cert-validity", 365*24*time.Hour, "with --self-signed: validity of the CA and serving certificate; a new pair is made when a third of it is left")
+	f.DurationVar(&o.resync, "ca-bundle-resync", selfsigned.DefaultResyncPeriod, "with --self-signed: how often the caBundle is re-checked when no change of the webhook configuration was seen")
 }
 
 // hosts are the names the API server reaches the webhook by: <service>.<namespace>.svc is
@@ -49,5 +51,8 @@ func (o *selfSignedOptions) keeperOptions(certDir string) (selfsigned.Options, e
 	if o.validity < time.Second {
 		return selfsigned.Options{}, fmt.Errorf("serve: --cert-validity must be at least 1s, got %s", o.validity)
 	}
-	return selfsigned.Options{CertDir: certDir, Hosts: o.hosts(), Validity: o.validity, WebhookConfigName: o.webhookConfigName}, nil
+	if o.resync <= 0 {
+		return selfsigned.Options{}, fmt.Errorf("serve: --ca-bundle-resync must be positive, got %s", o.resync)
+	}
+	return selfsigned.Options{CertDir: certDir, Hosts: o.hosts(), Validity: o.validity, WebhookConfigName: o.webhookConfigName, ResyncPeriod: o.resync}, nil
 }
