@@ -96,9 +96,14 @@ func TestPublish(t *testing.T) {
 		if _, err := envtest.Helm(t.TempDir(), nil, "pull", "oci://"+refs["chart"], "--plain-http", "--destination", dir); err != nil {
 			t.Fatal(err)
 		}
-		got, err := os.ReadFile(filepath.Join(dir, filepath.Base(chartPackage(dist, v))))
+		// helm names what it pulled by digest <name>@sha256-<hex>.tgz.
+		pulled, err := filepath.Glob(filepath.Join(dir, "*.tgz"))
+		if err != nil || len(pulled) != 1 {
+			t.Fatalf("helm pull by digest wrote %v (%v), want one .tgz", pulled, err)
+		}
+		got, err := os.ReadFile(pulled[0])
 		if err != nil {
-			t.Fatalf("helm pull by digest: %v", err)
+			t.Fatal(err)
 		}
 		if !bytes.Equal(got, want) {
 			t.Errorf("helm pull %s gives %d bytes that are not dist's %d", refs["chart"], len(got), len(want))
