@@ -31,7 +31,8 @@ LABEL org.opencontainers.image.title="emissary-istio-webhook" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.source="https://github.com/emissary-istio/emissary-istio-webhook" \
       org.opencontainers.image.url="https://github.com/emissary-istio/emissary-istio-webhook" \
-      org.opencontainers.image.revision="${REVISION}"
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/webhook /webhook
 # HTTPS (admission), metrics, probes.
 EXPOSE 9443/tcp 8080/tcp 8081/tcp

@@ -186,20 +186,30 @@ endef
 $(TOOLS_BIN)/staticcheck:
 	GOBIN=$(TOOLS_BIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
+# actionlint checks the GitHub Actions workflows, and the shell of their run: steps with
+# shellcheck when one is on PATH (Debian's and GitHub's runners have it; nothing else needs it).
+ACTIONLINT := $(TOOLS_BIN)/actionlint
+$(ACTIONLINT): hack/tools/actionlint/go.mod hack/tools/actionlint/go.sum
+	@mkdir -p $(TOOLS_BIN)
+	cd hack/tools/actionlint && CGO_ENABLED=0 go build -trimpath -o $@ github.com/rhysd/actionlint/cmd/actionlint
+
 .PHONY: lint
-lint: $(TOOLS_BIN)/staticcheck ## gofmt, go vet and staticcheck.
+lint: $(TOOLS_BIN)/staticcheck $(ACTIONLINT) ## gofmt, go vet, staticcheck and actionlint.
 	@out=$$(gofmt -l $$(git ls-files '*.go') $$(git ls-files --others --exclude-standard '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	$(TOOLS_BIN)/staticcheck ./...
+	@command -v shellcheck >/dev/null || echo ">> shellcheck is not on PATH: actionlint checks the workflows without their run: scripts"
+	$(ACTIONLINT)
 
 .PHONY: clean
-clean: ## Remove bin/ except the control plane (make clean-all removes that too).
+clean: ## Remove dist/ and bin/ except the control plane (make clean-all removes that too).
+	rm -rf $(DIST)
 	find bin -mindepth 1 -maxdepth 1 ! -name k8s -exec rm -rf {} + 2>/dev/null || true
 
 .PHONY: clean-all
-clean-all: ## Remove bin/ entirely, including the control plane binaries.
-	rm -rf bin
+clean-all: ## Remove dist/ and bin/ entirely, including the control plane binaries.
+	rm -rf bin $(DIST)
 
 # ---- Shipping: the container image, the Helm chart, the dashboard ----
 
@@ -324,9 +334,88 @@ $(EMISSARY_DIR)/.released:
 .PHONY: emissary
 emissary: $(EMISSARY_DIR)/.released ## Emissary's chart and manifests (its Go module) into bin/emissary/<version> (once).
 
+# ---- Releasing (docs/releasing.md) ----
+
+# make release: everything a release publishes, built offline into dist/:
+#   emissary-istio-webhook-<VERSION>-<os>-<arch>           the CLI (and server), static;
+#   emissary-istio-webhook-<VERSION>-<os>-<arch>.cdx.json  its SBOM (CycloneDX), one per binary;
+#   emissary-istio-webhook-linux-<arch>.tar, .oci.tar      `make image`'s archives;
+#   emissary-istio-webhook-<VERSION without v>.tgz         the chart, packaged by helm;
+#   SHA256SUMS                                             sha256sum's format, every file above.
+# The linux binaries are the image's (same flags: bin/image/<os>-<arch>/webhook), not rebuilt.
+# test/release checks every file, and pushes and pulls back what `make publish` pushes.
+DIST          := dist
+CLI_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+CLI_NAME      := emissary-istio-webhook-$(VERSION)
+CHART_DIR     := charts/emissary-istio-webhook
+CHART_VERSION := $(VERSION:v%=%)
+CYCLONEDX     := $(TOOLS_BIN)/cyclonedx-gomod
+CRANE         := $(TOOLS_BIN)/crane
+
+# cyclonedx-gomod writes the SBOMs from the binaries' build information (its bin mode reads
+# what `go version -m` reports).
+$(CYCLONEDX): hack/tools/cyclonedx/go.mod hack/tools/cyclonedx/go.sum
+	@mkdir -p $(TOOLS_BIN)
+	cd hack/tools/cyclonedx && CGO_ENABLED=0 go build -trimpath -o $@ github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod
+
+# crane (go-containerregistry's) pushes the image's OCI layout, all platforms in one index.
+$(CRANE): hack/tools/crane/go.mod hack/tools/crane/go.sum
+	@mkdir -p $(TOOLS_BIN)
+	cd hack/tools/crane && CGO_ENABLED=0 go build -trimpath -o $@ github.com/google/go-containerregistry/cmd/crane
+
+.PHONY: release
+release: image $(HELM) $(CYCLONEDX) ## Build everything a release publishes into dist/: CLIs, image archives, chart, SBOMs, SHA256SUMS.
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	@for p in $(CLI_PLATFORMS); do \
+		out=$(DIST)/$(CLI_NAME)-$${p%/*}-$${p#*/}; \
+		if [[ " $(IMAGE_PLATFORMS) " == *" $$p "* ]]; then \
+			echo ">> $$out: the image's binary"; cp bin/image/$${p%/*}-$${p#*/}/webhook $$out; \
+		else \
+			echo ">> go build $$p"; \
+			CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} go build -trimpath -ldflags "$(IMAGE_LDFLAGS)" -o $$out ./cmd/webhook; \
+		fi; \
+		$(CYCLONEDX) bin -json -noserial -notimestamp -version $(VERSION) -output $$out.cdx.json $$out; \
+	done
+	cp bin/image/*.tar $(DIST)/
+	$(HELM) package $(CHART_DIR) --version $(CHART_VERSION) --app-version $(VERSION) --destination $(DIST)
+	cd $(DIST) && sha256sum $$(ls | grep -vx SHA256SUMS) > SHA256SUMS
+	@cat $(DIST)/SHA256SUMS
+
+.PHONY: print-version
+print-version: ## Print the Makefile's VERSION.
+	@echo $(VERSION)
+
+# The release workflow runs `make check-version TAG=<the tag>` first.
+.PHONY: check-version
+check-version: ## Check that VERSION stamps the chart, manifests/base and the image (and equals TAG when given).
+	@if [ -n "$(TAG)" ] && [ "$(TAG)" != "$(VERSION)" ]; then \
+		echo "the tag $(TAG) is not the Makefile's VERSION $(VERSION)"; exit 1; fi
+	go test -count=1 -run '^TestVersionAgrees$$' ./test/image/
+
+# make publish: push dist/'s image (all platforms, one index, tagged VERSION) to PUBLISH_IMAGE
+# (IMAGE unless set) and its
+# chart to CHART_REPO (helm push: CHART_REPO/emissary-istio-webhook:<chart version>), with the
+# credentials of ~/.docker/config.json (docker login; helm reads it too). It writes the
+# digest references, which the release workflow signs, into bin/publish/refs (image=, chart=).
+# PLAIN_HTTP=1 for a registry without TLS (test/release's).
+PUBLISH_IMAGE ?= $(IMAGE)
+CHART_REPO    ?= oci://ghcr.io/emissary-istio/charts
+PLAIN_HTTP    ?=
+
+.PHONY: publish
+publish: $(HELM) $(CRANE) ## Push dist/'s image to PUBLISH_IMAGE and chart to CHART_REPO (after make release); write bin/publish/refs.
+	cd $(DIST) && sha256sum --check --strict --quiet SHA256SUMS
+	rm -rf bin/publish && mkdir -p bin/publish/layout
+	tar -xf $(DIST)/$(notdir $(IMAGE)).oci.tar -C bin/publish/layout
+	$(CRANE) push $(if $(PLAIN_HTTP),--insecure) bin/publish/layout $(PUBLISH_IMAGE):$(VERSION) --image-refs bin/publish/image
+	$(HELM) push $(DIST)/$(notdir $(CHART_DIR))-$(CHART_VERSION).tgz $(CHART_REPO) $(if $(PLAIN_HTTP),--plain-http) 2>&1 | tee bin/publish/helm-push.log
+	@digest=$$(sed -n 's/^Digest: //p' bin/publish/helm-push.log); test -n "$$digest" || { echo "helm push printed no digest"; exit 1; }; \
+		{ echo "image=$$(cat bin/publish/image)"; echo "chart=$(CHART_REPO:oci://%=%)/$(notdir $(CHART_DIR))@$$digest"; } > bin/publish/refs
+	@cat bin/publish/refs
+
 # `make test` also tests the image (test/image), the chart with the real helm, the
 # dashboard's PromQL, Emissary's own chart and manifests, the GitOps engines' verdicts
 # (test/envtest) and the certificates from cert-manager's controllers (test/ha): build or
-# fetch what they run first.
-test: image $(HELM) $(TOOLS_BIN)/promql $(EMISSARY_DIR)/.released $(TOOLS_BIN)/fluxdiff $(TOOLS_BIN)/argodiff \
-	$(TOOLS_BIN)/cert-manager-controller
+# fetch what they run first (here, after the variables they name).
+test: release $(HELM) $(TOOLS_BIN)/promql $(EMISSARY_DIR)/.released $(TOOLS_BIN)/fluxdiff $(TOOLS_BIN)/argodiff \
+	$(TOOLS_BIN)/cert-manager-controller $(CRANE)

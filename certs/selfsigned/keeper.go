@@ -45,12 +45,16 @@ type Options struct {
 	// certs.MaxBundleCAs. It must hold every live replica's CA, old and new during renewals:
 	// with fewer, replicas push each other's CA out in turn and never settle.
 	MaxCAs int
+	// ResyncPeriod is how often the caBundle is re-checked without a watch event, as a
+	// backstop; zero means DefaultResyncPeriod. Tests shorten it to see a resync happen.
+	ResyncPeriod time.Duration
 }
+
+// DefaultResyncPeriod is the ResyncPeriod of a zero Options.
+const DefaultResyncPeriod = time.Minute
 
 // Timing of a Keeper.
 const (
-	// resyncPeriod re-checks the caBundle even without a watch event, as a backstop.
-	resyncPeriod = time.Minute
 	// retryPeriod follows a failed update (no permission yet, API server unreachable).
 	retryPeriod = 5 * time.Second
 	// maxPropagationDelay is how long a renewal waits between trusting the new CA and
@@ -61,7 +65,7 @@ const (
 // Keeper is the --self-signed mode: it makes sure the certificate directory holds a
 // serving certificate (certs.Ensure), keeps every webhook of one MutatingWebhookConfiguration
 // trusting its CA (at start, on every change of that configuration, and every
-// resyncPeriod), and renews the certificate before it expires. It runs in the webhook's
+// ResyncPeriod), and renews the certificate before it expires. It runs in the webhook's
 // manager (Start) and is a readiness check (Ready), so a replica takes traffic only once
 // it is trusted.
 //
@@ -75,6 +79,7 @@ type Keeper struct {
 	certDir  string
 	maxCAs   int
 	opts     certs.Options // hosts and validity of new certificates
+	resync   time.Duration
 	log      logr.Logger
 
 	mu      sync.Mutex
@@ -92,6 +97,12 @@ func New(restCfg *rest.Config, opts Options, log logr.Logger) (*Keeper, error) {
 	if opts.MaxCAs < 0 || opts.MaxCAs == 1 {
 		return nil, fmt.Errorf("selfsigned: the caBundle must keep at least 2 CAs (a renewal trusts the old and the new one), got %d", opts.MaxCAs)
 	}
+	if opts.ResyncPeriod < 0 {
+		return nil, fmt.Errorf("selfsigned: the resync period must not be negative, got %s", opts.ResyncPeriod)
+	}
+	if opts.ResyncPeriod == 0 {
+		opts.ResyncPeriod = DefaultResyncPeriod
+	}
 	cs, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return nil, fmt.Errorf("selfsigned: %w", err)
@@ -102,6 +113,7 @@ func New(restCfg *rest.Config, opts Options, log logr.Logger) (*Keeper, error) {
 		certDir:  opts.CertDir,
 		maxCAs:   cmp.Or(opts.MaxCAs, certs.MaxBundleCAs),
 		opts:     certs.Options{Hosts: opts.Hosts, Validity: opts.Validity},
+		resync:   opts.ResyncPeriod,
 		log:      log,
 		changed:  make(chan struct{}, 1),
 	}
@@ -129,7 +141,7 @@ func (k *Keeper) Start(ctx context.Context) error {
 	if err := k.watch(ctx); err != nil {
 		return err
 	}
-	resync := time.NewTicker(resyncPeriod)
+	resync := time.NewTicker(k.resync)
 	defer resync.Stop()
 	// Check a few dozen times per validity period, and at least every 10 minutes.
 	renewal := time.NewTicker(min(k.opts.Validity/30, 10*time.Minute))
@@ -145,6 +157,7 @@ func (k *Keeper) Start(ctx context.Context) error {
 			return nil
 		case <-k.changed:
 		case <-resync.C:
+			k.log.V(1).Info("resync: re-checking the caBundle", "mutatingWebhookConfiguration", k.name)
 		case <-retryAfter:
 		case <-renewal.C:
 			k.renewIfDue(ctx)

@@ -21,6 +21,7 @@ type selfSignedOptions struct {
 	webhookConfigName string
 	validity          time.Duration
 	maxCAs            int
+	resync            time.Duration
 }
 
 func (o *selfSignedOptions) bindFlags(f *pflag.FlagSet) {
@@ -35,6 +36,7 @@ func (o *selfSignedOptions) bindFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.webhookConfigName, "webhook-config-name", "emissary-istio-webhook", "with --self-signed: the MutatingWebhookConfiguration whose caBundle to keep")
 	f.IntVar(&o.maxCAs, "max-bundle-cas", certs.MaxBundleCAs, "with --self-signed: how many CAs the caBundle keeps; at least twice the replicas a rolling update runs at once (every replica's CA, old and new while it renews)")
 	f.DurationVar(&o.validity, "cert-validity", 365*24*time.Hour, "with --self-signed: validity of the CA and serving certificate; a new pair is made when a third of it is left")
+	f.DurationVar(&o.resync, "ca-bundle-resync", selfsigned.DefaultResyncPeriod, "with --self-signed: how often the caBundle is re-checked when no change of the webhook configuration was seen")
 }
 
 // hosts are the names the API server reaches the webhook by: <service>.<namespace>.svc is
@@ -55,5 +57,8 @@ func (o *selfSignedOptions) keeperOptions(certDir string) (selfsigned.Options, e
 	if o.maxCAs < 2 {
 		return selfsigned.Options{}, fmt.Errorf("serve: --max-bundle-cas must be at least 2, got %d", o.maxCAs)
 	}
-	return selfsigned.Options{CertDir: certDir, Hosts: o.hosts(), Validity: o.validity, WebhookConfigName: o.webhookConfigName, MaxCAs: o.maxCAs}, nil
+	if o.resync <= 0 {
+		return selfsigned.Options{}, fmt.Errorf("serve: --ca-bundle-resync must be positive, got %s", o.resync)
+	}
+	return selfsigned.Options{CertDir: certDir, Hosts: o.hosts(), Validity: o.validity, WebhookConfigName: o.webhookConfigName, MaxCAs: o.maxCAs, ResyncPeriod: o.resync}, nil
 }

@@ -38,6 +38,7 @@ import (
 const (
 	entrypoint = "/webhook"
 	user       = "65532:65532" // distroless' "nonroot"; the manifests run as it too
+	license    = "Apache-2.0"  // SPDX identifier of the project's licence
 )
 
 // Ports the webhook listens on, as the Dockerfile EXPOSEs them: HTTPS, metrics, probes.
@@ -149,6 +150,7 @@ func build(o *options, b platformBinary) (v1.Image, error) {
 		"org.opencontainers.image.source":      o.source,
 		"org.opencontainers.image.url":         o.source,
 		"org.opencontainers.image.revision":    o.revision,
+		"org.opencontainers.image.licenses":    license,
 	}
 	ports := map[string]struct{}{}
 	for _, p := range exposedPorts {

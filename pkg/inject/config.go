@@ -173,10 +173,6 @@ func badQuantity(j []byte) error {
 	return errors.New(joinSorted(errs, "; "))
 }
 
-// meshKeys are the keys whose value Istio decides: set in the file, they win over the mesh.
-var meshKeys = []string{"hub", "istioVersion", "discoveryAddress", "caAddress", "trustDomain", "meshID",
-	"clusterID", "jwtPolicy", "proxyResources", "imagePullPolicy"}
-
 func (c *Config) applyDefaults() {
 	c.explicit = map[string]bool{}
 	for key, set := range map[string]bool{

@@ -46,12 +46,13 @@ func webhookBinary(t *testing.T) string {
 
 // startWebhookProcess starts the binary with args as the user of kubeconfig; it is stopped
 // (SIGTERM, then waited for) when the test ends, and its output logged if the test failed.
-func startWebhookProcess(t *testing.T, kubeconfig string, args ...string) {
+// It returns the output so far, which grows while the process runs.
+func startWebhookProcess(t *testing.T, kubeconfig string, args ...string) *LockedBuffer {
 	t.Helper()
 	cmd := exec.Command(webhookBinary(t), args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-	var logs LockedBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	logs := &LockedBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -62,6 +63,7 @@ func startWebhookProcess(t *testing.T, kubeconfig string, args ...string) {
 			t.Logf("webhook %v log:\n%s", args, logs.String())
 		}
 	})
+	return logs
 }
 
 func runWebhook(t *testing.T, stdin []byte, args ...string) (string, string) {

@@ -34,8 +34,8 @@ const selftestPod = releaseName + "-selftest"
 // account's token from the TokenRequest API, its env and args as the kubelet resolves them,
 // its own network namespace in which the kubernetes Service's address leads to the API
 // server), and its exit code becomes the Pod's phase, which is what helm waits for. It
-// returns helm's error and the container's output.
-func helmTest(t *testing.T, e *Env, h *helmCmd) (helmErr error, logs string) {
+// returns the container's output and helm's error.
+func helmTest(t *testing.T, e *Env, h *helmCmd) (logs string, helmErr error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -78,11 +78,11 @@ func helmTest(t *testing.T, e *Env, h *helmCmd) (helmErr error, logs string) {
 	}
 	select {
 	case err := <-done:
-		return err, out.String()
+		return out.String(), err
 	case <-ctx.Done():
 		t.Fatalf("helm test did not end after its Pod did")
 	}
-	return nil, ""
+	return "", nil
 }
 
 // runPod runs pod's one container as the kubelet would, and returns its exit code.
@@ -166,7 +166,7 @@ func runPod(t *testing.T, ctx context.Context, e *Env, pod *corev1.Pod, out *Loc
 // the webhook configuration is gone; either way its throwaway namespace is deleted.
 func testHelmTest(t *testing.T, e *Env, h *helmCmd) {
 	ctx := context.Background()
-	err, logs := helmTest(t, e, h)
+	logs, err := helmTest(t, e, h)
 	if err != nil {
 		t.Fatalf("helm test with the webhook registered: %v\n--- selftest:\n%s", err, logs)
 	}
@@ -196,7 +196,7 @@ func testHelmTest(t *testing.T, e *Env, h *helmCmd) {
 		err := e.Client.Create(ctx, probe, client.DryRunAll)
 		return "the API server still calls the webhook", err == nil && len(probe.Spec.Template.Spec.Containers) == 1
 	})
-	err, logs = helmTest(t, e, h)
+	logs, err = helmTest(t, e, h)
 	if err == nil {
 		t.Fatalf("helm test passed without the webhook registered:\n%s", logs)
 	}

@@ -55,7 +55,7 @@ func TestSelfSigned(t *testing.T) {
 			t.Fatalf("webhook %s starts with a caBundle", w.Name)
 		}
 	}
-	a.start(t, kubeconfig)
+	a.start(t, kubeconfig, resyncArgs...)
 
 	t.Run("fixes an empty caBundle", func(t *testing.T) {
 		a.waitReady(t)
@@ -75,7 +75,7 @@ func TestSelfSigned(t *testing.T) {
 
 	t.Run("a second replica with its own CA: both trusted, no tug of war", func(t *testing.T) {
 		b := newSelfSigned(t)
-		b.start(t, kubeconfig)
+		b.start(t, kubeconfig, resyncArgs...)
 		b.waitReady(t)
 		bundle := waitTrusted(t, e, a.ca(t), b.ca(t))
 		for _, r := range []*selfSignedProcess{a, b} {
@@ -83,8 +83,15 @@ func TestSelfSigned(t *testing.T) {
 				t.Errorf("replica %s does not verify against the caBundle", r.addr)
 			}
 		}
+		// Both replicas re-read the configuration on their own, with no watch event to
+		// prompt them, and neither writes it: each resync finds its CA already trusted.
 		before := webhookConfiguration(t, e).ResourceVersion
-		time.Sleep(3 * time.Second) // both replicas' watches have seen each other's last write
+		marks := []int{a.resyncs(), b.resyncs()}
+		eventually(t, 30*time.Second, func() (string, bool) {
+			// Two more: the one logged before the mark may not have read the configuration yet.
+			return fmt.Sprintf("resyncs since the mark: %d and %d, want 2 each", a.resyncs()-marks[0], b.resyncs()-marks[1]),
+				a.resyncs() >= marks[0]+2 && b.resyncs() >= marks[1]+2
+		})
 		if after := webhookConfiguration(t, e).ResourceVersion; after != before {
 			t.Fatalf("the replicas keep rewriting the webhook configuration (resourceVersion %s → %s)", before, after)
 		}
@@ -122,13 +129,24 @@ func TestSelfSigned(t *testing.T) {
 	})
 }
 
+// resyncArgs make a replica re-check the caBundle every second instead of every minute, and
+// log each resync (at debug level), so that a test sees resyncs happen.
+var resyncArgs = []string{"--ca-bundle-resync=1s", "--zap-log-level=debug"}
+
+// resyncLog is what the keeper logs at each resync.
+const resyncLog = "resync: re-checking the caBundle"
+
 // selfSignedProcess is one `webhook serve --self-signed` replica on 127.0.0.1.
 type selfSignedProcess struct {
 	addr    string // host:port of the webhook
 	url     string
 	health  string
 	certDir string
+	logs    *LockedBuffer // set by start
 }
+
+// resyncs counts the periodic re-checks the replica has logged so far.
+func (p *selfSignedProcess) resyncs() int { return strings.Count(p.logs.String(), resyncLog) }
 
 // newSelfSigned picks a replica's ports and certificate directory.
 func newSelfSigned(t *testing.T) *selfSignedProcess {
@@ -159,7 +177,7 @@ func (p *selfSignedProcess) start(t *testing.T, kubeconfig string, extraArgs ...
 		"--cert-dir=" + p.certDir, "--host=127.0.0.1", "--port=" + port,
 		"--metrics-bind-address=0", "--health-probe-bind-address=" + p.health,
 	}, extraArgs...)
-	startWebhookProcess(t, kubeconfig, args...)
+	p.logs = startWebhookProcess(t, kubeconfig, args...)
 }
 
 // waitReady waits for /readyz, which includes the caBundle check.
