@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -221,8 +222,9 @@ func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
 
 // TestCertManager: the serving certificate comes from cert-manager's own controllers,
 // through the chart's Issuer chain, and its caBundle from cert-manager's CA injector. Under the
-// same load as TestHandover: three renewals forced through cert-manager. No failed or unmutated
-// admission, and each replica serves the new certificate afterwards, without a restart.
+// same load as TestHandover: three renewals forced through cert-manager, then one rotation of
+// the CA. No failed or unmutated admission, and each replica serves the new certificate
+// afterwards, without a restart.
 func TestCertManager(t *testing.T) {
 	d := startDrill(t, true)
 	replicas := []*Replica{d.startReplica(), d.startReplica()}
@@ -256,6 +258,84 @@ func TestCertManager(t *testing.T) {
 		t.Logf("three renewals: %s", s)
 		checkNoFailure(t, s)
 	})
+
+	// The procedure of docs/high-availability.md, "Rotating the CA". cert-manager's CA injector
+	// merges what it injects into the caBundle (CAInjectorMerging, on by default) and drops a CA
+	// only once it has expired, so the caBundle trusts both CAs from step 2 on; the order is what
+	// matters: the new CA in the caBundle before any replica serves a certificate it signed.
+	t.Run("CARotation", func(t *testing.T) {
+		d.t = t
+		d.load.Start("rotate")
+		t.Cleanup(func() { d.load.Stop() })
+		time.Sleep(2 * time.Second)
+		caCertificate := serviceName + "-ca"
+		oldCA := d.secretData(caCertificate, corev1.TLSCertKey)
+		// 1. A new CA: its own key (rotationPolicy Always), the serving certificate untouched.
+		d.renew(caCertificate)
+		newCA := d.secretData(caCertificate, corev1.TLSCertKey)
+		if sameCerts(oldCA, newCA) {
+			t.Fatal("the CA was renewed with the same certificate")
+		}
+		// 2. Inject from the CA Certificate: the caBundle trusts the old and the new CA.
+		d.injectCAFrom(caCertificate)
+		d.waitCABundle("the caBundle to trust the old and the new CA", func(b []byte) bool {
+			return sameCerts(b, append(append([]byte{}, oldCA...), newCA...))
+		})
+		time.Sleep(time.Second) // the API server reads the webhook configuration through its informer
+		// 3. The serving certificate from the new CA, served everywhere.
+		d.renew(servingCertificate)
+		if got := d.secretData(servingCertificate+"-tls", "ca.crt"); !sameCerts(got, newCA) {
+			t.Fatalf("the serving certificate was not issued by the new CA: its ca.crt is\n%s", got)
+		}
+		servedEverywhere("the certificate of the new CA")
+		// 4. Back to the chart's injection from the serving Certificate (whose ca.crt is now
+		// the new CA): the caBundle keeps both until the old CA expires.
+		d.injectCAFrom(servingCertificate)
+		time.Sleep(2 * time.Second)
+		d.waitCABundle("the caBundle to keep the old and the new CA", func(b []byte) bool {
+			return sameCerts(b, append(append([]byte{}, oldCA...), newCA...))
+		})
+		s := Summarize(d.load.Stop())
+		t.Logf("CA rotation: %s", s)
+		checkNoFailure(t, s)
+	})
+}
+
+// injectCAFrom points the webhook configuration's cert-manager.io/inject-ca-from at
+// Certificate name with a merge patch of that one annotation, as `kubectl annotate
+// --overwrite` does: the caBundle stays the CA injector's alone.
+func (d *drill) injectCAFrom(name string) {
+	d.t.Helper()
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{"cert-manager.io/inject-ca-from":%q}}}`, webhookNamespace+"/"+name)
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	mwc.Name = serviceName
+	if err := d.env.Client.Patch(d.ctx, mwc, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// sameCerts reports whether two PEM bundles hold the same, non-empty set of certificates.
+func sameCerts(a, b []byte) bool {
+	set := func(p []byte) map[string]bool {
+		m := map[string]bool{}
+		for {
+			var block *pem.Block
+			if block, p = pem.Decode(p); block == nil {
+				return m
+			}
+			m[string(block.Bytes)] = true
+		}
+	}
+	x, y := set(a), set(b)
+	if len(x) != len(y) || len(x) == 0 {
+		return false
+	}
+	for k := range x {
+		if !y[k] {
+			return false
+		}
+	}
+	return true
 }
 
 // waitCABundle waits until every webhook's caBundle is ok.
