@@ -92,7 +92,7 @@ func TestMeshView(t *testing.T) {
 
 	const ns, name = "mesh-edge", "ambassador"
 	ensureNamespace(t, ns, mesh.LabelRev+"=prod-stable")
-	seed, err := os.ReadFile(testdata("seed-emissary.yaml"))
+	seed, err := os.ReadFile(testdata("emissary-deployment.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestMeshAuditSkewAndUnknownRevision(t *testing.T) {
 		v := env.Server.Mesh.View(context.Background(), "default")
 		return "waiting for revision legacy in the webhook's view", v.Mesh != nil && v.Mesh.Revisions["legacy"] != nil
 	})
-	seed, err := os.ReadFile(testdata("seed-emissary.yaml"))
+	seed, err := os.ReadFile(testdata("emissary-deployment.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

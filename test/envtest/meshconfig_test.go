@@ -71,7 +71,7 @@ func TestShippedConfigsRenderLikeNoConfig(t *testing.T) {
 	newHelm(t, nil).template().get(t, "ConfigMap", releaseName+"-config", &chartCM)
 	withIstio := meshOf(t, renderIstio(t, append(stableValues, "revisionTags={prod-stable}")...), renderIstio(t, canaryValues...))
 
-	seed, err := os.ReadFile(testdata("seed-emissary.yaml"))
+	seed, err := os.ReadFile(testdata("emissary-deployment.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

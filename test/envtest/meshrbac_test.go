@@ -54,7 +54,7 @@ subjects:
 	client := webhookClient(t)
 	url := fmt.Sprintf("https://127.0.0.1:%d%s", port, mutate.DeploymentPath)
 
-	raw, err := os.ReadFile(testdata("seed-emissary.yaml"))
+	raw, err := os.ReadFile(testdata("emissary-deployment.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

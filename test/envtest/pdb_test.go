@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -65,13 +66,16 @@ func TestPodDisruptionBudgetDrains(t *testing.T) {
 	if err := evict("maxUnavailable 1"); err != nil {
 		t.Fatalf("the chart's PodDisruptionBudget blocks draining the only replica: %v", err)
 	}
-	pdb := &policyv1.PodDisruptionBudget{}
-	if err := e.Client.Get(ctx, client.ObjectKey{Namespace: releaseNamespace, Name: releaseName}, pdb); err != nil {
-		t.Fatal(err)
-	}
+	// The disruption controller writes the PDB's status meanwhile: retry on a conflict.
 	one := intstr.FromInt32(1)
-	pdb.Spec.MaxUnavailable, pdb.Spec.MinAvailable = nil, &one
-	if err := e.Client.Update(ctx, pdb); err != nil {
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		pdb := &policyv1.PodDisruptionBudget{}
+		if err := e.Client.Get(ctx, client.ObjectKey{Namespace: releaseNamespace, Name: releaseName}, pdb); err != nil {
+			return err
+		}
+		pdb.Spec.MaxUnavailable, pdb.Spec.MinAvailable = nil, &one
+		return e.Client.Update(ctx, pdb)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := evict("minAvailable 1"); !apierrors.IsTooManyRequests(err) {

@@ -49,9 +49,12 @@ func TestChartInstalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Stop()
+	// The chart's mesh-view Role lives in Istio's namespace: the webhook installs after Istio.
 	const ns = "emissary-istio-system"
-	if _, _, err := e.Kubectl(nil, "create", "namespace", ns); err != nil {
-		t.Fatal(err)
+	for _, namespace := range []string{"istio-system", ns} {
+		if _, _, err := e.Kubectl(nil, "create", "namespace", namespace); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := envtest.Helm(home, nil, "install", name, pkg, "--namespace", ns,
 		"--set", "tls.mode=self-signed", "--kubeconfig", e.Kubeconfig); err != nil {
