@@ -60,8 +60,8 @@ type Server struct {
 	stopping      atomic.Bool
 }
 
-// cacheWatchGrace is how long the namespace cache may be without an open watch before
-// readiness fails; see cacheFreshness.
+// cacheWatchGrace is how long the namespace cache may be without an open watch before it
+// counts as stale, and Mapping reviews that need it are refused; see cacheFreshness.
 const cacheWatchGrace = 3 * time.Second
 
 // NewServer builds the manager that `webhook serve` runs; the envtest suites and the demo run

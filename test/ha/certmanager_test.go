@@ -245,16 +245,13 @@ func TestCertManager(t *testing.T) {
 	}
 
 	t.Run("Renewals", func(t *testing.T) {
-		d.t = t
-		d.load.Start("renew")
-		t.Cleanup(func() { d.load.Stop() })
-		time.Sleep(2 * time.Second)
-		for i := range 3 {
-			d.renew(servingCertificate)
-			servedEverywhere(fmt.Sprintf("renewal %d", i+1))
-			time.Sleep(time.Second)
-		}
-		s := Summarize(d.load.Stop())
+		s := d.underLoad(t, "renew", func() {
+			for i := range 3 {
+				d.renew(servingCertificate)
+				servedEverywhere(fmt.Sprintf("renewal %d", i+1))
+				time.Sleep(time.Second)
+			}
+		})
 		t.Logf("three renewals: %s", s)
 		checkNoFailure(t, s)
 	})
@@ -264,38 +261,35 @@ func TestCertManager(t *testing.T) {
 	// only once it has expired, so the caBundle trusts both CAs from step 2 on; the order is what
 	// matters: the new CA in the caBundle before any replica serves a certificate it signed.
 	t.Run("CARotation", func(t *testing.T) {
-		d.t = t
-		d.load.Start("rotate")
-		t.Cleanup(func() { d.load.Stop() })
-		time.Sleep(2 * time.Second)
-		caCertificate := serviceName + "-ca"
-		oldCA := d.secretData(caCertificate, corev1.TLSCertKey)
-		// 1. A new CA: its own key (rotationPolicy Always), the serving certificate untouched.
-		d.renew(caCertificate)
-		newCA := d.secretData(caCertificate, corev1.TLSCertKey)
-		if sameCerts(oldCA, newCA) {
-			t.Fatal("the CA was renewed with the same certificate")
-		}
-		// 2. Inject from the CA Certificate: the caBundle trusts the old and the new CA.
-		d.injectCAFrom(caCertificate)
-		d.waitCABundle("the caBundle to trust the old and the new CA", func(b []byte) bool {
-			return sameCerts(b, append(append([]byte{}, oldCA...), newCA...))
+		s := d.underLoad(t, "rotate", func() {
+			caCertificate := serviceName + "-ca"
+			oldCA := d.secretData(caCertificate, corev1.TLSCertKey)
+			// 1. A new CA: its own key (rotationPolicy Always), the serving certificate untouched.
+			d.renew(caCertificate)
+			newCA := d.secretData(caCertificate, corev1.TLSCertKey)
+			if sameCerts(oldCA, newCA) {
+				t.Fatal("the CA was renewed with the same certificate")
+			}
+			// 2. Inject from the CA Certificate: the caBundle trusts the old and the new CA.
+			d.injectCAFrom(caCertificate)
+			d.waitCABundle("the caBundle to trust the old and the new CA", func(b []byte) bool {
+				return sameCerts(b, append(append([]byte{}, oldCA...), newCA...))
+			})
+			time.Sleep(time.Second) // the API server reads the webhook configuration through its informer
+			// 3. The serving certificate from the new CA, served everywhere.
+			d.renew(servingCertificate)
+			if got := d.secretData(servingCertificate+"-tls", "ca.crt"); !sameCerts(got, newCA) {
+				t.Fatalf("the serving certificate was not issued by the new CA: its ca.crt is\n%s", got)
+			}
+			servedEverywhere("the certificate of the new CA")
+			// 4. Back to the chart's injection from the serving Certificate (whose ca.crt is now
+			// the new CA): the caBundle keeps both until the old CA expires.
+			d.injectCAFrom(servingCertificate)
+			time.Sleep(2 * time.Second)
+			d.waitCABundle("the caBundle to keep the old and the new CA", func(b []byte) bool {
+				return sameCerts(b, append(append([]byte{}, oldCA...), newCA...))
+			})
 		})
-		time.Sleep(time.Second) // the API server reads the webhook configuration through its informer
-		// 3. The serving certificate from the new CA, served everywhere.
-		d.renew(servingCertificate)
-		if got := d.secretData(servingCertificate+"-tls", "ca.crt"); !sameCerts(got, newCA) {
-			t.Fatalf("the serving certificate was not issued by the new CA: its ca.crt is\n%s", got)
-		}
-		servedEverywhere("the certificate of the new CA")
-		// 4. Back to the chart's injection from the serving Certificate (whose ca.crt is now
-		// the new CA): the caBundle keeps both until the old CA expires.
-		d.injectCAFrom(servingCertificate)
-		time.Sleep(2 * time.Second)
-		d.waitCABundle("the caBundle to keep the old and the new CA", func(b []byte) bool {
-			return sameCerts(b, append(append([]byte{}, oldCA...), newCA...))
-		})
-		s := Summarize(d.load.Stop())
 		t.Logf("CA rotation: %s", s)
 		checkNoFailure(t, s)
 	})

@@ -259,39 +259,34 @@ func TestHandover(t *testing.T) {
 	}
 
 	t.Run("RollingRestart", func(t *testing.T) {
-		d.t = t
-		d.load.Start("roll")
-		t.Cleanup(func() { d.load.Stop() })
-		time.Sleep(2 * time.Second)
-		// maxSurge 1, maxUnavailable 0: a new pod ready, then an old one deleted.
-		for i, old := range replicas {
-			replicas[i] = d.startReplica()
-			d.deletePod(old)
-		}
-		time.Sleep(2 * time.Second)
-		s := Summarize(d.load.Stop())
+		s := d.underLoad(t, "roll", func() {
+			// maxSurge 1, maxUnavailable 0: a new pod ready, then an old one deleted.
+			for i, old := range replicas {
+				replicas[i] = d.startReplica()
+				d.deletePod(old)
+			}
+			time.Sleep(2 * time.Second)
+		})
 		t.Logf("rolling restart: %s", s)
 		checkNoFailure(t, s)
 	})
 
 	t.Run("SIGKILL", func(t *testing.T) {
-		d.t = t
-		d.load.Start("kill")
-		t.Cleanup(func() { d.load.Stop() })
-		time.Sleep(2 * time.Second)
 		victim := replicas[0]
-		killed := time.Now()
-		victim.Kill()
-		for d.endpoints.Unready(victim.Name).Before(killed) {
-			if time.Since(killed) > time.Minute {
-				t.Fatal("the killed replica's endpoint never went unready")
+		var killed time.Time
+		var window time.Duration
+		s := d.underLoad(t, "kill", func() {
+			killed = time.Now()
+			victim.Kill()
+			for d.endpoints.Unready(victim.Name).Before(killed) {
+				if time.Since(killed) > time.Minute {
+					t.Fatal("the killed replica's endpoint never went unready")
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		window := d.endpoints.Unready(victim.Name).Sub(killed)
-		time.Sleep(3 * time.Second)
-		rs := d.load.Stop()
-		s := Summarize(rs)
+			window = d.endpoints.Unready(victim.Name).Sub(killed)
+			time.Sleep(3 * time.Second)
+		})
 		var last time.Duration
 		for _, f := range s.Failures {
 			// kubectl starts before its admission: one that ended before the kill was not hit.
@@ -314,6 +309,17 @@ func TestHandover(t *testing.T) {
 	if err := d.endpoints.Err(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// underLoad runs scenario under the steady stream of applies as t's subtest: the load runs
+// for 2 s first, and the returned Summary counts every admission until scenario returned.
+func (d *drill) underLoad(t *testing.T, name string, scenario func()) Summary {
+	d.t = t
+	d.load.Start(name)
+	t.Cleanup(func() { d.load.Stop() })
+	time.Sleep(2 * time.Second)
+	scenario()
+	return Summarize(d.load.Stop())
 }
 
 func checkNoFailure(t *testing.T, s Summary) {
