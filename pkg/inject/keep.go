@@ -100,37 +100,17 @@ func equalTemplates(a, b *corev1.PodTemplateSpec) bool {
 // when from lacks something st names (it was edited around the webhook).
 func graft(t, from *corev1.PodTemplateSpec, st *Status) bool {
 	fromSpec, spec := &from.Spec, &t.Spec
-	for _, name := range st.Volumes {
-		i := indexVolume(fromSpec.Volumes, name)
-		if i < 0 {
-			return false
-		}
-		if indexVolume(spec.Volumes, name) < 0 {
-			spec.Volumes = append(spec.Volumes, fromSpec.Volumes[i])
-		}
+	if !graftNamed(&spec.Volumes, fromSpec.Volumes, st.Volumes, indexVolume) {
+		return false
 	}
 	fc, tc := ContainerIndex(fromSpec.Containers, st.EmissaryContainer), ContainerIndex(spec.Containers, st.EmissaryContainer)
 	if fc < 0 || tc < 0 {
 		return false
 	}
 	src, dst := &fromSpec.Containers[fc], &spec.Containers[tc]
-	for _, name := range st.Env {
-		i := indexEnv(src.Env, name)
-		if i < 0 {
-			return false
-		}
-		if indexEnv(dst.Env, name) < 0 {
-			dst.Env = append(dst.Env, src.Env[i])
-		}
-	}
-	for _, path := range st.Mounts {
-		i := indexMount(src.VolumeMounts, path)
-		if i < 0 {
-			return false
-		}
-		if indexMount(dst.VolumeMounts, path) < 0 {
-			dst.VolumeMounts = append(dst.VolumeMounts, src.VolumeMounts[i])
-		}
+	if !graftNamed(&dst.Env, src.Env, st.Env, indexEnv) ||
+		!graftNamed(&dst.VolumeMounts, src.VolumeMounts, st.Mounts, indexMount) {
+		return false
 	}
 	for _, list := range []struct {
 		names    []string
@@ -155,6 +135,21 @@ func graft(t, from *corev1.PodTemplateSpec, st *Status) bool {
 			t.Labels = map[string]string{}
 		}
 		t.Labels[k] = from.Labels[k]
+	}
+	return true
+}
+
+// graftNamed appends to *to each item of from that names (by index's key) lists and *to
+// lacks; false when from lacks one of them.
+func graftNamed[T any](to *[]T, from []T, names []string, index func([]T, string) int) bool {
+	for _, name := range names {
+		i := index(from, name)
+		if i < 0 {
+			return false
+		}
+		if index(*to, name) < 0 {
+			*to = append(*to, from[i])
+		}
 	}
 	return true
 }
